@@ -1,0 +1,18 @@
+"""Shared pytest configuration: quiet TensorFlow, CPU only, deterministic seeds."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: integration tests that take more than a few seconds")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
