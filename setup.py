@@ -26,6 +26,8 @@ setup(
         "scikit-image>=0.21",
         "absl-py>=1.4",
         "tensorboard>=2.16",
+        # Paper-style figures with colour bars (Figs. 1-6).
+        "matplotlib>=3.6",
     ],
     extras_require={
         # The demo dataset is built from the MNI152 2009 template and tissue maps bundled in nilearn.

@@ -1,0 +1,290 @@
+"""One phase of the LOA-induced network = one iteration (lines 3-16) of Algorithm 1."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import keras
+import tensorflow as tf
+
+from loa_meta.layers.smoothed_relu import _as
+from loa_meta.physics.operators import LinearOperator
+from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
+
+GRAD_MODES = ("explicit", "autodiff")
+
+# Branch codes reported in the diagnostics.
+BRANCH_U = 0  # line 6: x_{t+1} = u_{t+1}
+BRANCH_V = 1  # line 10: x_{t+1} = v_{t+1} (after `backtracks` reductions of alpha)
+BRANCH_KEPT = 2  # line-search budget exhausted: x_{t+1} = x_t (still a descent step)
+BRANCH_INACTIVE = -1  # sample terminated earlier by line 16: x_{t+1} = x_t
+
+
+def _sqnorm(z: tf.Tensor) -> tf.Tensor:
+    """||z||^2 per sample over the image axes, shape (B,)."""
+    return tf.reduce_sum(tf.math.real(z) ** 2 + tf.math.imag(z) ** 2, axis=[-2, -1])
+
+
+def _img(v: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Per-sample real (B,) -> complex (B, 1, 1) for broadcasting against images."""
+    return tf.cast(v, dtype)[:, tf.newaxis, tf.newaxis]
+
+
+def regularizer_value_and_grad(regularizer, x: tf.Tensor, eps, grad_mode: str = "explicit"):
+    """(r_eps(x), grad r_eps(x)) by the explicit chain rule (Eq. A2) or by tf.GradientTape."""
+    if grad_mode == "explicit":
+        return regularizer.value_and_grad(x, eps)
+    xr, xi = tf.math.real(x), tf.math.imag(x)
+    with tf.GradientTape() as tape:
+        tape.watch([xr, xi])
+        v = regularizer.value(tf.complex(xr, xi), eps)
+        total = tf.reduce_sum(v)  # samples are independent, so this gives per-sample gradients
+    gr, gi = tape.gradient(total, [xr, xi])
+    return v, tf.complex(gr, gi)
+
+
+@keras.saving.register_keras_serializable(package="loa_meta")
+class LOAPhase(keras.layers.Layer):
+    """One iteration of Algorithm 1 (lines 3-16), applied per sample.
+
+    With phi_eps(x) = f(x) + kappa r_eps(x), f(x) = 1/2 ||A x - y||^2 and R = kappa r (Section 3.2):
+
+    * line 3: ``z = x - alpha grad f(x)``  (Eq. 6a)
+    * line 4: ``u = z - tau kappa grad r_eps(z)``  (Eq. 8)
+    * line 5: accept ``u`` if ``||grad phi(x)|| <= a ||u - x||`` and
+      ``phi(u) - phi(x) <= -||u - x||^2 / a``
+    * lines 8-13: otherwise ``v = x - alpha' grad phi(x)`` (Eq. 10), ``alpha' <- rho alpha'`` until
+      ``phi(v) - phi(x) <= -||v - x||^2 / a``; at most ``max_backtracks`` reductions, after which the
+      sample keeps ``x_{t+1} = x_t`` (branch 2; still monotone) -- a bounded version of the paper's
+      unbounded line search.
+    * line 15: ``eps <- gamma eps`` if ``||grad phi_eps(x_{t+1})|| < sigma gamma eps``
+    * line 16: samples with ``sigma eps_t < eps_tol`` become inactive (stay fixed from then on).
+
+    Every condition is evaluated per sample with ``tf.where``, so a batch gives exactly what its
+    samples give one by one. The v-branch is only computed when some active sample needs it
+    (``tf.cond``); it is differentiable (``tf.while_loop``), works in ``tf.function`` and under
+    nested ``GradientTape``s. All tests are evaluated on values with ``stop_gradient`` (the branch
+    choice is piecewise constant).
+
+    Learnable weights ``alpha`` and ``tau`` (scalars) are stored as float variables and used through
+    ``|.|`` so that step sizes stay positive whatever the optimiser does (``tau`` is learned
+    directly, Section 5.2; beta of Eq. 8 is implicit).
+
+    Args:
+      alpha0: initial step size alpha (paper: 0.01).
+      tau0: initial step size tau (paper: 0.01).
+      a: line-5/9 constant (paper: 1e5).
+      sigma: line-15/16 constant (paper: 1e3).
+      rho: line-search reduction (paper: 0.9).
+      gamma: eps reduction (paper: 0.9).
+      eps_tol: termination tolerance of line 16 (paper: 1e-3).
+      max_backtracks: bound on the line-search reductions of line 12.
+      safeguard: if False, ``x_{t+1} = u`` always and eps is kept fixed (lines 5-16 skipped), as
+        in the authors' released script.
+      grad_mode: ``"explicit"`` (Eq. A2 chain rule, default) or ``"autodiff"`` (tf.GradientTape).
+      **kwargs: standard layer arguments.
+    """
+
+    def __init__(
+        self,
+        alpha0: float = 0.01,
+        tau0: float = 0.01,
+        a: float = 1e5,
+        sigma: float = 1e3,
+        rho: float = 0.9,
+        gamma: float = 0.9,
+        eps_tol: float = 1e-3,
+        max_backtracks: int = 20,
+        safeguard: bool = True,
+        grad_mode: str = "explicit",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.alpha0 = check_positive(alpha0, "alpha0")
+        self.tau0 = check_positive(tau0, "tau0")
+        self.a = check_positive(a, "a")
+        self.sigma = check_positive(sigma, "sigma")
+        self.rho = check_in_range(rho, "rho", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.eps_tol = check_in_range(eps_tol, "eps_tol", 0.0)
+        self.max_backtracks = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
+        self.safeguard = bool(safeguard)
+        self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
+
+    def build(self, input_shape=None):
+        self.alpha = self.add_weight(
+            name="alpha", shape=(), initializer=keras.initializers.Constant(self.alpha0), trainable=True
+        )
+        self.tau = self.add_weight(
+            name="tau", shape=(), initializer=keras.initializers.Constant(self.tau0), trainable=True
+        )
+
+    def step_sizes(self, real_dtype: tf.DType = tf.float32) -> Tuple[tf.Tensor, tf.Tensor]:
+        """The positive step sizes (|alpha|, |tau|) actually used."""
+        if not self.built:
+            self.build(None)
+        return (
+            tf.cast(tf.abs(tf.convert_to_tensor(self.alpha)), real_dtype),
+            tf.cast(tf.abs(tf.convert_to_tensor(self.tau)), real_dtype),
+        )
+
+    def call(self, x, y, mask, kappa, eps, active, regularizer=None):
+        """Keras entry point; see :meth:`step` (the operator is built from ``mask``)."""
+        from loa_meta.physics.operators import SingleCoilOperator
+
+        return self.step(regularizer, SingleCoilOperator(mask), x, y, kappa, eps, active)
+
+    def step(
+        self,
+        regularizer,
+        operator: LinearOperator,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        kappa,
+        eps,
+        active,
+        compute_diagnostics: bool = True,
+    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
+        """Run lines 3-16 of Algorithm 1 once.
+
+        Args:
+          regularizer: the shared :class:`LearnedRegularizer` (r_eps and its gradient).
+          operator: the acquisition operator A (e.g. ``SingleCoilOperator(mask)``).
+          x: current iterate x_t, complex ``(B, H, W)``.
+          y: k-space data, complex ``(B, H, W)``.
+          kappa: regularisation weight per sample ``(B,)`` (sigmoid(omega_task)) or scalar.
+          eps: smoothing parameter eps_t per sample ``(B,)`` or scalar.
+          active: bool ``(B,)``; inactive samples (terminated by line 16) are returned unchanged.
+          compute_diagnostics: with ``safeguard=False`` the energies are only evaluated if True.
+
+        Returns:
+          ``(x_next, eps_next, active_next, diagnostics)``; diagnostics holds ``(B,)`` tensors
+          ``phi`` (phi_eps_t(x_t)), ``phi_next`` (phi_eps_t(x_{t+1})), ``branch`` (0 = u, 1 = v,
+          2 = line search exhausted and x kept, -1 = inactive), ``backtracks`` (number of alpha
+          reductions), ``eps`` (eps_t), ``grad_norm`` (||grad phi_eps_t(x_t)||).
+        """
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_complex:
+            raise TypeError(f"Argument `x` must be a complex image (B, H, W), but received dtype: {x.dtype.name}")
+        cdt, rdt = x.dtype, x.dtype.real_dtype
+        y = tf.cast(y, cdt)
+        batch = tf.shape(x)[0]
+        kappa = tf.broadcast_to(_as(kappa, rdt), [batch])
+        eps = tf.broadcast_to(_as(eps, rdt), [batch])
+        active = tf.broadcast_to(tf.cast(active, tf.bool), [batch])
+        alpha, tau = self.step_sizes(rdt)
+        kap = _img(kappa, cdt)
+        mode = self.grad_mode
+
+        def energy(v):
+            return operator.data_term(v, y) + kappa * regularizer.value(v, eps)
+
+        def energy_and_grad(v):
+            r, gr = regularizer_value_and_grad(regularizer, v, eps, mode)
+            return operator.data_term(v, y) + kappa * r, operator.data_grad(v, y) + kap * gr
+
+        act_img = active[:, tf.newaxis, tf.newaxis]
+        zeros_i = tf.zeros([batch], tf.int32)
+
+        # lines 3-4
+        grad_f = operator.data_grad(x, y)
+        z = x - tf.cast(alpha, cdt) * grad_f
+        _, grad_r_z = regularizer_value_and_grad(regularizer, z, eps, mode)
+        u = z - tf.cast(tau, cdt) * kap * grad_r_z
+
+        if not self.safeguard:
+            x_next = tf.where(act_img, u, x)
+            diag = {"branch": tf.where(active, BRANCH_U, BRANCH_INACTIVE), "backtracks": zeros_i, "eps": eps}
+            if compute_diagnostics:
+                phi_x, grad_phi = energy_and_grad(x)
+                diag.update(phi=phi_x, phi_next=energy(x_next), grad_norm=tf.sqrt(tf.stop_gradient(_sqnorm(grad_phi))))
+            return x_next, eps, active, diag
+
+        # line 5
+        phi_x, grad_phi = energy_and_grad(x)
+        phi_u = energy(u)
+        a = _as(self.a, rdt)
+        du2 = tf.stop_gradient(_sqnorm(u - x))
+        g2 = tf.stop_gradient(_sqnorm(grad_phi))
+        accept_u = (g2 <= a * a * du2) & (tf.stop_gradient(phi_u - phi_x) <= -du2 / a)
+        need_v = active & ~accept_u
+
+        # lines 8-13
+        rho = _as(self.rho, rdt)
+
+        def descent_ok(v, phi_v):
+            return tf.stop_gradient(phi_v - phi_x) <= -tf.stop_gradient(_sqnorm(v - x)) / a
+
+        def v_branch():
+            step = tf.fill([batch], alpha)
+            v0 = x - _img(step, cdt) * grad_phi
+            phi_v0 = energy(v0)
+            ok0 = ~need_v | descent_ok(v0, phi_v0)
+
+            def cond(k, step, v, phi_v, ok, nbt):
+                return tf.reduce_any(~ok)
+
+            def body(k, step, v, phi_v, ok, nbt):
+                step = tf.where(ok, step, rho * step)
+                v_new = x - _img(step, cdt) * grad_phi
+                phi_new = energy(v_new)
+                v = tf.where(ok[:, tf.newaxis, tf.newaxis], v, v_new)
+                phi_v = tf.where(ok, phi_v, phi_new)
+                nbt = nbt + tf.cast(~ok, tf.int32)
+                return k + 1, step, v, phi_v, ok | descent_ok(v, phi_v), nbt
+
+            _, _, v, phi_v, ok, nbt = tf.while_loop(
+                cond,
+                body,
+                (tf.constant(0), step, v0, phi_v0, ok0, zeros_i),
+                maximum_iterations=self.max_backtracks,
+            )
+            return v, phi_v, ok & need_v, nbt
+
+        def no_v_branch():
+            return x, phi_x, tf.zeros([batch], tf.bool), zeros_i
+
+        v, phi_v, accept_v, backtracks = tf.cond(tf.reduce_any(need_v), v_branch, no_v_branch)
+
+        take_u = active & accept_u
+        take_v = need_v & accept_v
+        x_next = tf.where(
+            take_u[:, tf.newaxis, tf.newaxis], u, tf.where(take_v[:, tf.newaxis, tf.newaxis], v, x)
+        )
+        phi_next = tf.where(take_u, phi_u, tf.where(take_v, phi_v, phi_x))
+        branch = tf.where(
+            ~active, BRANCH_INACTIVE, tf.where(accept_u, BRANCH_U, tf.where(accept_v, BRANCH_V, BRANCH_KEPT))
+        )
+
+        # line 15 (gradient of phi_{eps_t} at x_{t+1})
+        _, grad_phi_next = energy_and_grad(x_next)
+        thresh = _as(self.sigma * self.gamma, rdt) * tf.stop_gradient(eps)
+        reduce_eps = active & (tf.stop_gradient(_sqnorm(grad_phi_next)) < thresh * thresh)
+        eps_next = tf.where(reduce_eps, _as(self.gamma, rdt) * eps, eps)
+        # line 16 (tested on eps_t, as written)
+        active_next = active & ~(_as(self.sigma, rdt) * tf.stop_gradient(eps) < _as(self.eps_tol, rdt))
+
+        diag = {
+            "phi": phi_x,
+            "phi_next": phi_next,
+            "branch": branch,
+            "backtracks": tf.where(need_v, backtracks, 0),
+            "eps": eps,
+            "grad_norm": tf.sqrt(g2),
+        }
+        return x_next, eps_next, active_next, diag
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha0": self.alpha0,
+            "tau0": self.tau0,
+            "a": self.a,
+            "sigma": self.sigma,
+            "rho": self.rho,
+            "gamma": self.gamma,
+            "eps_tol": self.eps_tol,
+            "max_backtracks": self.max_backtracks,
+            "safeguard": self.safeguard,
+            "grad_mode": self.grad_mode,
+        }

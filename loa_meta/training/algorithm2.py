@@ -1,0 +1,234 @@
+"""Algorithm 2: the stochastic mini-batch alternating direction penalty method (Eqs. 15-18).
+
+The bilevel problem (15)/(16) is relaxed to the penalty objective of Eq. 18,
+
+    L~(theta, omega) = L(theta, omega; B_val) + lambda/2 ||grad_theta L(theta, omega; B_tr)||^2,
+
+whose gradient needs a gradient of a gradient through the unrolled network (which itself contains
+grad r_eps). We compute it *exactly* with nested ``tf.GradientTape``s as a Hessian-vector product:
+with g = grad_theta L(B_tr) (summed over all replicas),
+
+    grad_{theta,omega} lambda/2 ||g||^2 = lambda * J_g^T g = grad_{theta,omega} lambda <g, stop_gradient(g)>,
+
+so each replica differentiates ``L_val_r + lambda <g_r, stop_gradient(g)>`` and the per-replica
+results are summed; this is exact under tf.distribute because ||g||^2 is not a sum over replicas
+but J_g^T g = sum_r J_{g_r}^T g is.
+
+:func:`run_algorithm2_iteration` is lines 4-12 of Algorithm 2 for one (B_tr, B_val) pair:
+while ||grad_theta L~||^2 + ||grad_omega L~||^2 > delta (at most ``max_inner_iterations`` cycles):
+K Adam steps on theta, then one Adam step on omega; then delta <- nu_delta delta,
+lambda <- nu_lambda lambda. The outer ``while delta > delta_tol`` (line 3) is driven by
+:mod:`loa_meta.training.loop`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from loa_meta.training.losses import reconstruction_loss
+
+_ZERO = tf.UnconnectedGradients.ZERO
+
+
+def model_inputs(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """The model call dict {"kspace", "mask", "task_id"} of a data batch (task 0 if absent)."""
+    task_id = batch.get("task_id")
+    if task_id is None:
+        task_id = tf.zeros(tf.shape(batch["kspace"])[:1], tf.int32)
+    return {"kspace": batch["kspace"], "mask": batch["mask"], "task_id": task_id}
+
+
+def replica_slice(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """This replica's contiguous share of a global batch (identity without distribution).
+
+    Per-sample tensors (``kspace``, ``target``, ``task_id`` and a ``(B, H, W)`` mask) are split
+    along the batch axis; a shared ``(H, W)`` mask is left whole.
+    """
+    ctx = tf.distribute.get_replica_context()
+    n = ctx.num_replicas_in_sync if ctx is not None else 1
+    if n == 1:
+        return batch
+    i = ctx.replica_id_in_sync_group
+    rank_b = batch["kspace"].shape.rank
+
+    def sl(key, t):
+        if key == "mask" and t.shape.rank is not None and t.shape.rank < rank_b:
+            return t
+        b = tf.shape(t)[0] // n
+        return t[i * b : (i + 1) * b]
+
+    return {k: sl(k, v) for k, v in batch.items()}
+
+
+def global_batch_size(batch) -> tf.Tensor:
+    return tf.shape(batch["target"])[0]
+
+
+def _sum_sq(ts: Sequence[tf.Tensor]) -> tf.Tensor:
+    if not ts:
+        return tf.constant(0.0, tf.float32)
+    return tf.add_n([tf.cast(tf.reduce_sum(tf.square(t)), tf.float32) for t in ts])
+
+
+def _all_reduce(values):
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return values
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def penalty_objective_and_grads(
+    model,
+    batch_tr: Dict[str, tf.Tensor],
+    batch_val: Dict[str, tf.Tensor],
+    lam,
+    reduction: str = "sum",
+    theta: Sequence[tf.Variable] = None,
+    omega: Sequence[tf.Variable] = None,
+):
+    """Eq. 18 and its exact gradient w.r.t. theta and omega (replica context or plain eager/graph).
+
+    Args:
+      model: a model with the loa-meta call convention and ``theta_variables``/``omega_variables``.
+      batch_tr, batch_val: *global* batches (dicts with kspace, mask, target, task_id); under a
+        distribution strategy each replica takes its contiguous share.
+      lam: the penalty weight lambda (scalar tensor or float).
+      reduction: ``"sum"`` (paper) or ``"mean"`` over the global batch.
+      theta, omega: variable lists (default: the model's).
+
+    Returns:
+      ``(metrics, grads_theta, grads_omega)``: metrics has ``objective`` (L~), ``loss_val``
+      (L(B_val)), ``loss_train`` (L(B_tr)), ``penalty`` (lambda/2 ||g||^2) and ``grad_tr_norm2``
+      (||g||^2), all summed over replicas; the gradients are summed over replicas too.
+    """
+    theta = list(model.theta_variables if theta is None else theta)
+    omega = list(model.omega_variables if omega is None else omega)
+    n_tr, n_val = global_batch_size(batch_tr), global_batch_size(batch_val)
+    btr, bval = replica_slice(batch_tr), replica_slice(batch_val)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            l_tr = reconstruction_loss(model(model_inputs(btr), training=True), btr["target"], reduction, n_tr)
+        g = inner.gradient(l_tr, theta, unconnected_gradients=_ZERO)
+        g_all = _all_reduce(g)
+        g_stop = [tf.stop_gradient(x) for x in g_all]
+        inner_prod = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
+        l_val = reconstruction_loss(model(model_inputs(bval), training=True), bval["target"], reduction, n_val)
+        lam_t = tf.cast(lam, l_val.dtype)
+        surrogate = l_val + lam_t * tf.cast(inner_prod, l_val.dtype)
+    grads = outer.gradient(surrogate, theta + omega, unconnected_gradients=_ZERO)
+    grads = _all_reduce(grads)
+    l_val_all, l_tr_all = _all_reduce([l_val, l_tr])
+    g2 = _sum_sq(g_all)
+    penalty = 0.5 * tf.cast(lam, tf.float32) * g2
+    metrics = {
+        "objective": tf.cast(l_val_all, tf.float32) + penalty,
+        "loss_val": tf.cast(l_val_all, tf.float32),
+        "loss_train": tf.cast(l_tr_all, tf.float32),
+        "penalty": penalty,
+        "grad_tr_norm2": g2,
+    }
+    return metrics, list(grads[: len(theta)]), list(grads[len(theta) :])
+
+
+def penalty_objective_value(model, batch_tr, batch_val, lam, reduction: str = "sum") -> tf.Tensor:
+    """L~ of Eq. 18 evaluated directly (single device); used by finite-difference tests."""
+    theta = list(model.theta_variables)
+    with tf.GradientTape() as tape:
+        l_tr = reconstruction_loss(model(model_inputs(batch_tr), training=True), batch_tr["target"], reduction)
+    g = tape.gradient(l_tr, theta, unconnected_gradients=_ZERO)
+    l_val = reconstruction_loss(model(model_inputs(batch_val), training=True), batch_val["target"], reduction)
+    return l_val + tf.cast(lam, l_val.dtype) / 2 * tf.add_n([tf.reduce_sum(tf.square(x)) for x in g])
+
+
+class Algorithm2Schedule:
+    """delta / lambda state of Algorithm 2 as checkpointable tf.Variables.
+
+    Args:
+      delta0, nu_delta, delta_tol, lambda0, nu_lambda: Algorithm 2 constants (Section 5.2).
+    """
+
+    def __init__(self, delta0, nu_delta, delta_tol, lambda0, nu_lambda):
+        self.delta0, self.nu_delta, self.delta_tol = float(delta0), float(nu_delta), float(delta_tol)
+        self.lambda0, self.nu_lambda = float(lambda0), float(nu_lambda)
+        # float64 so that 100+ multiplicative updates do not drift from the closed form.
+        self.delta = tf.Variable(self.delta0, dtype=tf.float64, trainable=False, name="delta")
+        self.lam = tf.Variable(self.lambda0, dtype=tf.float64, trainable=False, name="lambda")
+
+    def reset(self):
+        self.delta.assign(self.delta0)
+        self.lam.assign(self.lambda0)
+
+    def done(self) -> bool:
+        """Line 3: the outer loop stops when delta <= delta_tol."""
+        return float(self.delta.numpy()) <= self.delta_tol
+
+    def decay(self):
+        """Line 12: delta <- nu_delta delta, lambda <- nu_lambda lambda."""
+        self.delta.assign(self.delta * self.nu_delta)
+        self.lam.assign(self.lam * self.nu_lambda)
+
+    def outer_iterations_to_tol(self) -> int:
+        """Number of line-12 updates until delta <= delta_tol (106 for the paper's values)."""
+        return int(np.ceil(np.log(self.delta_tol / self.delta0) / np.log(self.nu_delta) - 1e-12))
+
+
+def run_algorithm2_iteration(
+    compute: Callable,
+    apply_theta: Callable,
+    apply_omega: Callable,
+    batch_tr,
+    batch_val,
+    schedule: Algorithm2Schedule,
+    theta_steps: int,
+    max_inner_iterations: int,
+    on_step: Callable[[Dict[str, float], str], None],
+    steps_left: Callable[[], bool] = lambda: True,
+) -> Dict[str, float]:
+    """Lines 4-12 of Algorithm 2 for one sampled (B_tr, B_val) pair.
+
+    Args:
+      compute: ``compute(batch_tr, batch_val, lam) -> (metrics, grads_theta, grads_omega)``.
+      apply_theta, apply_omega: apply a gradient list with the theta / omega Adam optimizer.
+      schedule: the delta/lambda state; decayed at the end (line 12).
+      theta_steps: K.
+      max_inner_iterations: cap on the number of (K theta, 1 omega) cycles.
+      on_step: called after each gradient evaluation with the metrics (numpy floats, including
+        ``grad_norm2`` = ||grad_theta L~||^2 + ||grad_omega L~||^2) and which block was updated
+        (``"theta"``, ``"omega"`` or ``"none"`` when the line-6 test stopped the inner loop). It
+        raises on non-finite values *before* anything is applied.
+      steps_left: returns False when the global step budget is exhausted.
+
+    Returns:
+      The metrics of the last gradient evaluation plus ``inner_cycles``.
+    """
+    last = {}
+    cycles = 0
+    while cycles < max_inner_iterations and steps_left():
+        stop = False
+        for k in range(theta_steps + 1):
+            lam = tf.constant(schedule.lam.numpy(), tf.float32)
+            metrics, g_theta, g_omega = compute(batch_tr, batch_val, lam)
+            m = {key: float(v) for key, v in metrics.items()}
+            m["grad_theta_norm2"] = float(_sum_sq(g_theta))
+            m["grad_omega_norm2"] = float(_sum_sq(g_omega))
+            m["grad_norm2"] = m["grad_theta_norm2"] + m["grad_omega_norm2"]
+            last = m
+            if k == 0 and m["grad_norm2"] <= float(schedule.delta.numpy()):
+                on_step(m, "none")  # line 6 test fails: leave the inner loop
+                stop = True
+                break
+            which = "theta" if k < theta_steps else "omega"
+            on_step(m, which)  # raises on NaN/Inf before the update
+            (apply_theta(g_theta) if which == "theta" else apply_omega(g_omega))
+            if not steps_left():
+                stop = True
+                break
+        cycles += 1
+        if stop:
+            break
+    schedule.decay()
+    last["inner_cycles"] = float(cycles)
+    return last

@@ -1,0 +1,269 @@
+"""Training configurations (paper Sections 4.2, 5.2, 5.4) as plain dataclasses.
+
+Every field is a JSON-serialisable scalar, list or dict so that ``to_dict()`` / ``from_dict()``
+round-trip exactly and the resolved config can be written next to the results. The library never
+reads absl flags: apps build a config and pass it in.
+
+Defaults follow the paper where it states a value (Section 5.2): Adam(lr=1e-3, beta1=0.9,
+beta2=0.999), delta_0=1e-3, nu_delta=0.95, delta_tol=4.35e-6, lambda_0=1e-5, nu_lambda=1.001,
+meta batch 8 (= ``per_task_batch`` 2 x 4 tasks), conventional batch 25, 11 phases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Dict, Optional
+
+from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Fields shared by every training mode.
+
+    Args:
+      learning_rate: Adam learning rate for theta (paper: 1e-3).
+      beta_1, beta_2, adam_epsilon: Adam hyperparameters (paper: 0.9, 0.999; epsilon unstated,
+        Keras default 1e-7).
+      loss_reduction: ``"sum"`` (paper Eqs. 13-14: sum over tasks and samples of
+        1/2 ||F(y) - x*||^2) or ``"mean"`` (the same divided by the global batch size).
+      max_steps: budget of optimizer steps (gradient evaluations that update weights); ``None``
+        means no step budget.
+      seed: seed of every random choice made by the training code (tf.random.Generator state is
+        checkpointed); the data pipeline takes its own seed.
+      deterministic: call ``tf.config.experimental.enable_op_determinism()`` (needed for
+        bit-identical resume).
+      checkpoint_every: save a checkpoint every this many outer iterations (batch or batch pair).
+      keep_checkpoints: how many checkpoints the CheckpointManager keeps.
+      summary_every: write TensorBoard scalars every this many steps.
+      image_every: write TensorBoard images every this many steps (0 disables).
+      log_every: absl.logging progress line every this many steps.
+      eval_every: evaluate on the eval set every this many outer iterations (0 disables).
+      model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
+    """
+
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    adam_epsilon: float = 1e-7
+    loss_reduction: str = "sum"
+    max_steps: Optional[int] = None
+    seed: int = 0
+    deterministic: bool = True
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 3
+    summary_every: int = 10
+    image_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0
+    model: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> "TrainConfig":
+        check_positive(self.learning_rate, "learning_rate")
+        check_in_range(self.beta_1, "beta_1", 0.0, 1.0, high_inclusive=False)
+        check_in_range(self.beta_2, "beta_2", 0.0, 1.0, high_inclusive=False)
+        check_positive(self.adam_epsilon, "adam_epsilon")
+        check_one_of(self.loss_reduction, "loss_reduction", ["sum", "mean"])
+        if self.max_steps is not None:
+            check_positive_int(self.max_steps, "max_steps")
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        check_positive_int(self.keep_checkpoints, "keep_checkpoints")
+        check_positive_int(self.summary_every, "summary_every")
+        check_positive_int(self.image_every, "image_every", minimum=0)
+        check_positive_int(self.log_every, "log_every")
+        check_positive_int(self.eval_every, "eval_every", minimum=0)
+        if not isinstance(self.model, dict):
+            raise ValueError(f"Argument `model` must be a dict of model kwargs, but received: {self.model!r}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kind"] = type(self).__name__
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]):
+        d = dict(d)
+        kind = d.pop("kind", cls.__name__)
+        if kind != cls.__name__:
+            raise ValueError(f"Config of kind {kind!r} cannot be loaded as {cls.__name__}.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"Unknown {cls.__name__} field(s): {unknown}; expected a subset of {sorted(names)}")
+        return cls(**d).validate()
+
+    def write_json(self, path: str) -> str:
+        """Write the resolved config atomically (temp file + rename) and return the path."""
+        write_json_atomic(path, self.to_dict())
+        return path
+
+
+@dataclasses.dataclass
+class StairwiseConfig:
+    """Section 4.2 stair training: grow the network one phase at a time.
+
+    Args:
+      enabled: if False train directly with ``max_phases`` phases.
+      initial_phases: phases of the first stage (paper: 1).
+      max_phases: T, the largest number of phases (paper: 11).
+      stage_max_iterations: budget of outer iterations per stage (paper: "100 epochs/iterations").
+      patience: stop a stage after this many evaluations without improving the best validation
+        loss by more than ``min_delta`` (relative).
+      min_delta: relative improvement that counts as progress, for the plateau rule within a stage
+        and for accepting a new phase.
+    """
+
+    enabled: bool = True
+    initial_phases: int = 1
+    max_phases: int = 11
+    stage_max_iterations: int = 100
+    patience: int = 3
+    min_delta: float = 1e-3
+
+    def validate(self):
+        check_positive_int(self.initial_phases, "stairwise.initial_phases")
+        check_positive_int(self.max_phases, "stairwise.max_phases")
+        if self.initial_phases > self.max_phases:
+            raise ValueError(
+                f"Argument `stairwise.initial_phases` must be <= max_phases={self.max_phases}, "
+                f"but received: {self.initial_phases}"
+            )
+        check_positive_int(self.stage_max_iterations, "stairwise.stage_max_iterations")
+        check_positive_int(self.patience, "stairwise.patience")
+        check_in_range(self.min_delta, "stairwise.min_delta", 0.0)
+        return self
+
+
+def _stairwise_field():
+    return dataclasses.field(default_factory=lambda: dataclasses.asdict(StairwiseConfig()))
+
+
+@dataclasses.dataclass
+class MetaConfig(TrainConfig):
+    """Algorithm 2 (bilevel meta-learning, Eqs. 13-18) and its schedule (Section 5.2).
+
+    Args:
+      delta0, nu_delta, delta_tol: tolerance of the inner stopping test (Algorithm 2 line 6),
+        its decay (line 12) and the outer stopping tolerance (line 3).
+      lambda0, nu_lambda: penalty weight of Eq. 18 and its growth factor (line 12).
+      theta_steps: K, theta steps per omega step (Algorithm 2 line 7; not stated in the paper).
+      max_inner_iterations: cap on (K theta + 1 omega)-cycles per batch pair (line 6 loop).
+      omega_learning_rate: Adam learning rate of the separate omega optimizer (rho_omega).
+      per_task_batch_train, per_task_batch_val: J_tr and J_val (documentation only; the data
+        pipeline does the batching).
+      max_outer_iterations: budget of batch pairs in addition to ``delta <= delta_tol``.
+      stairwise: a :class:`StairwiseConfig` as a dict.
+    """
+
+    delta0: float = 1e-3
+    nu_delta: float = 0.95
+    delta_tol: float = 4.35e-6
+    lambda0: float = 1e-5
+    nu_lambda: float = 1.001
+    theta_steps: int = 1
+    max_inner_iterations: int = 10
+    omega_learning_rate: float = 1e-3
+    per_task_batch_train: int = 2
+    per_task_batch_val: int = 2
+    max_outer_iterations: Optional[int] = None
+    stairwise: Dict[str, Any] = _stairwise_field()
+
+    def validate(self):
+        super().validate()
+        check_positive(self.delta0, "delta0")
+        check_in_range(self.nu_delta, "nu_delta", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_positive(self.delta_tol, "delta_tol")
+        check_positive(self.lambda0, "lambda0")
+        check_in_range(self.nu_lambda, "nu_lambda", 1.0, low_inclusive=False)
+        check_positive_int(self.theta_steps, "theta_steps")
+        check_positive_int(self.max_inner_iterations, "max_inner_iterations")
+        check_positive(self.omega_learning_rate, "omega_learning_rate")
+        check_positive_int(self.per_task_batch_train, "per_task_batch_train")
+        check_positive_int(self.per_task_batch_val, "per_task_batch_val")
+        if self.max_outer_iterations is not None:
+            check_positive_int(self.max_outer_iterations, "max_outer_iterations")
+        self.stairwise_config()
+        return self
+
+    def stairwise_config(self) -> StairwiseConfig:
+        names = {f.name for f in dataclasses.fields(StairwiseConfig)}
+        unknown = sorted(set(self.stairwise) - names)
+        if unknown:
+            raise ValueError(f"Unknown stairwise field(s): {unknown}; expected a subset of {sorted(names)}")
+        return StairwiseConfig(**self.stairwise).validate()
+
+
+@dataclasses.dataclass
+class ConventionalConfig(TrainConfig):
+    """Conventional supervised training (Section 5.2): one task, theta only, no penalty.
+
+    Args:
+      batch_size: documentation of the pipeline batch (paper: 25).
+      epochs: documentation of the paper's budget (2000); the loop is driven by ``max_steps``.
+      model_type: ``"loa"`` (LOANet with ``use_task_weights=False``) or ``"ista_net_plus"``.
+      symmetry_weight: weight of ISTA-Net+'s symmetry loss when the model exposes one (0.01).
+      stairwise: a :class:`StairwiseConfig` as a dict (the paper trains conventional with the
+        same phase schedule as meta-learning).
+    """
+
+    batch_size: int = 25
+    epochs: int = 2000
+    model_type: str = "loa"
+    symmetry_weight: float = 0.01
+    stairwise: Dict[str, Any] = dataclasses.field(
+        default_factory=lambda: dataclasses.asdict(StairwiseConfig(enabled=False))
+    )
+
+    def validate(self):
+        super().validate()
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.epochs, "epochs")
+        check_one_of(self.model_type, "model_type", ["loa", "ista_net_plus"])
+        check_in_range(self.symmetry_weight, "symmetry_weight", 0.0)
+        self.stairwise_config()
+        return self
+
+    stairwise_config = MetaConfig.stairwise_config
+
+
+@dataclasses.dataclass
+class AdaptConfig(TrainConfig):
+    """Adaptation to an unseen task (Section 5.4): theta frozen, only the new omega is learned.
+
+    Args:
+      initial_omega: initial value of the new task's omega (kappa = sigmoid(0) = 0.5).
+      batch_size: documentation of the pipeline batch.
+      epochs: documentation of the paper's budget (50 epochs on 100 images).
+    """
+
+    initial_omega: float = 0.0
+    batch_size: int = 8
+    epochs: int = 50
+
+    def validate(self):
+        super().validate()
+        check_in_range(self.initial_omega, "initial_omega")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.epochs, "epochs")
+        return self
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write JSON to ``path`` through a temp file in the same directory and ``os.replace``."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,532 @@
+"""The shared training loop: meta (Algorithm 2), conventional, ISTA-Net+ and omega adaptation.
+
+One loop drives every mode; a *mode* object supplies the per-replica gradient computation
+(``replica_fn``), which variable blocks exist (theta, omega) and how one outer iteration uses them:
+
+* :class:`MetaMode` -- Eq. 18 penalty objective and Algorithm 2 (K theta steps + 1 omega step
+  while ||grad L~||^2 > delta, then delta/lambda decay) on cross-task (B_tr, B_val) pairs;
+* :class:`SupervisedMode` -- plain Eq. 13 loss on theta only (conventional LOA training and
+  ISTA-Net+, optionally + symmetry loss);
+* :class:`AdaptMode` -- Eq. 13 loss on the new task's omega only, theta frozen (Section 5.4).
+
+The loop itself handles tf.distribute (``strategy.run``; gradients summed over replicas, losses
+per replica scaled by the *global* batch when ``loss_reduction="mean"``), stair-wise phase growth
+(Section 4.2), checkpoints (resume after kill -9), NaN/Inf guards, TensorBoard and progress logs.
+Gradients are computed in one ``tf.function`` and applied in another, so the host can test them
+for NaN/Inf (and the Algorithm 2 line-6 condition) *before* the weights change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from typing import Any, Callable, Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from loa_meta.training import checkpointing
+from loa_meta.training.algorithm2 import (
+    Algorithm2Schedule,
+    _all_reduce,
+    _sum_sq,
+    global_batch_size,
+    model_inputs,
+    penalty_objective_and_grads,
+    replica_slice,
+    run_algorithm2_iteration,
+)
+from loa_meta.training.config import StairwiseConfig, TrainConfig
+from loa_meta.training.losses import per_sample_loss, reconstruction_loss
+from loa_meta.training.progress import ProgressLogger
+from loa_meta.training.summaries import Summaries, batch_psnr
+
+_ZERO = tf.UnconnectedGradients.ZERO
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Datasets for a run (dicts {"kspace", "mask", "target", "task_id"}, already batched).
+
+    Args:
+      train: repeated training dataset (B_tr for meta-learning).
+      val: repeated validation dataset (B_val; required for meta-learning).
+      eval: optional *finite* dataset used for the plateau rule, stage acceptance and the
+        per-task PSNR summaries.
+    """
+
+    train: tf.data.Dataset
+    val: Optional[tf.data.Dataset] = None
+    eval: Optional[tf.data.Dataset] = None
+
+    @classmethod
+    def coerce(cls, data) -> "TrainingData":
+        if isinstance(data, TrainingData):
+            return data
+        if isinstance(data, dict):
+            unknown = set(data) - {"train", "val", "eval"}
+            if unknown or "train" not in data:
+                raise ValueError(
+                    f"Argument `data` must have key 'train' and optionally 'val', 'eval', but received keys: {sorted(data)}"
+                )
+            return cls(**data)
+        if isinstance(data, tf.data.Dataset):
+            return cls(train=data)
+        raise ValueError(f"Argument `data` must be a TrainingData, dict or tf.data.Dataset, but received: {type(data)}")
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became NaN/Inf; the run stops before applying it."""
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+class MetaMode:
+    """Algorithm 2 on the Eq. 18 penalty objective (theta and omega)."""
+
+    name = "meta"
+    needs_val = True
+
+    def __init__(self, config):
+        self.config = config
+
+    def variables(self, model):
+        return list(model.theta_variables), list(model.omega_variables)
+
+    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
+        return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega)
+
+
+def _symmetry_loss(model):
+    """ISTA-Net+'s symmetry loss if the model exposes one after its call (else None)."""
+    s = getattr(model, "symmetry_loss", None)
+    if callable(s):
+        s = s()
+    if s is None:
+        losses = list(getattr(model, "losses", []) or [])
+        return tf.add_n(losses) if losses else None
+    return s
+
+
+class SupervisedMode:
+    """Plain Eq. 13 loss on theta (conventional training, ISTA-Net+)."""
+
+    name = "conventional"
+    needs_val = False
+
+    def __init__(self, config, symmetry_weight: float = 0.0):
+        self.config = config
+        self.symmetry_weight = float(symmetry_weight)
+
+    def variables(self, model):
+        return list(model.theta_variables), []
+
+    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
+        n = global_batch_size(batch_tr)
+        b = replica_slice(batch_tr)
+        with tf.GradientTape() as tape:
+            pred = model(model_inputs(b), training=True)
+            loss = reconstruction_loss(pred, b["target"], self.config.loss_reduction, n)
+            total = loss
+            sym = None
+            if self.symmetry_weight > 0:
+                sym = _symmetry_loss(model)
+                if sym is not None:
+                    total = total + self.symmetry_weight * tf.cast(sym, total.dtype)
+        grads = _all_reduce(tape.gradient(total, theta, unconnected_gradients=_ZERO))
+        loss, total = _all_reduce([loss, total])
+        m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(total, tf.float32)}
+        return m, list(grads), []
+
+
+class AdaptMode(SupervisedMode):
+    """Section 5.4: Eq. 13 loss on one task's omega only; theta is not even given to an optimizer."""
+
+    name = "adapt"
+
+    def __init__(self, config, task_index: int):
+        super().__init__(config)
+        self.task_index = int(task_index)
+
+    def variables(self, model):
+        omegas = list(model.omega_variables)
+        n = int(model.num_tasks)
+        if len(omegas) == n and all(int(np.prod(v.shape)) == 1 for v in omegas):
+            return [], [omegas[self.task_index]]
+        raise ValueError(
+            "AdaptMode needs one scalar omega variable per task (model.omega_variables), but the "
+            f"model has {len(omegas)} omega variables for {n} tasks."
+        )
+
+    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
+        n = global_batch_size(batch_tr)
+        b = replica_slice(batch_tr)
+        with tf.GradientTape() as tape:
+            loss = reconstruction_loss(model(model_inputs(b), training=True), b["target"], self.config.loss_reduction, n)
+        grads = _all_reduce(tape.gradient(loss, omega, unconnected_gradients=_ZERO))
+        loss = _all_reduce(loss)
+        m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(loss, tf.float32)}
+        return m, [], list(grads)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _dummy_inputs(spec) -> Dict[str, tf.Tensor]:
+    ks = spec["kspace"]
+    h, w = ks.shape[-2], ks.shape[-1]
+    if h is None or w is None:
+        raise ValueError("The training dataset must have a static image shape (H, W) in its element_spec.")
+    out = {"kspace": tf.zeros((1, h, w), ks.dtype)}
+    mspec = spec["mask"]
+    out["mask"] = tf.zeros((1, h, w) if mspec.shape.rank == 3 else (h, w), mspec.dtype)
+    out["task_id"] = tf.zeros((1,), tf.int32)
+    return out
+
+
+def _num_phases(model) -> int:
+    return int(getattr(model, "num_phases", 0) or 0)
+
+
+def _num_tasks(model) -> int:
+    return int(getattr(model, "num_tasks", 0) or 0)
+
+
+def _make_adam(config: TrainConfig, lr: float):
+    return keras.optimizers.Adam(
+        learning_rate=lr, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=config.adam_epsilon
+    )
+
+
+def _save_weights_atomic(model, path: str):
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, ".tmp_" + os.path.basename(path))
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+class TrainingRun:
+    """Runs one training job (all stages) in ``workdir``; resumes from ``workdir/ckpt``.
+
+    Args:
+      mode: a :class:`MetaMode`, :class:`SupervisedMode` or :class:`AdaptMode`.
+      config: the mode's config (``MetaConfig`` / ``ConventionalConfig`` / ``AdaptConfig``).
+      workdir: run directory (``ckpt/``, ``tb/``, ``best.weights.h5``).
+      data: :class:`TrainingData` (or dict / dataset).
+      build_model: ``build_model(num_phases) -> model``; called under the strategy scope.
+      initial_phases: phases of the first stage.
+      stairwise: :class:`StairwiseConfig` or None (single stage).
+      strategy: a ``tf.distribute.Strategy`` (default: the default strategy).
+      prepare_model: optional ``prepare_model(model, resuming) -> None`` hook called after the model
+        is built and before optimizers/checkpoints are created (adaptation adds its task here).
+    """
+
+    STATE = ("step", "outer", "stage", "stage_iter", "num_phases", "num_tasks", "best_val",
+             "best_phases", "stage_best", "bad_evals", "monitor_ema", "finished")
+
+    def __init__(self, mode, config, workdir, data, build_model, initial_phases=None, stairwise=None,
+                 strategy=None, prepare_model=None, summaries=True):
+        self.mode, self.config, self.workdir = mode, config, workdir
+        self.data = TrainingData.coerce(data)
+        if mode.needs_val and self.data.val is None:
+            raise ValueError("Meta-learning needs `data.val` (the cross-task B_val batches).")
+        self.build_model, self.prepare_model = build_model, prepare_model
+        self.stairwise = stairwise
+        self.initial_phases = initial_phases
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.summaries = Summaries(workdir, enabled=summaries)
+        self.progress = ProgressLogger(config.log_every, config.max_steps)
+        self.history: List[Dict[str, float]] = []
+        self.stage_history: List[Dict[str, float]] = []
+        self.schedule = None
+        if isinstance(mode, MetaMode):
+            c = config
+            self.schedule = Algorithm2Schedule(c.delta0, c.nu_delta, c.delta_tol, c.lambda0, c.nu_lambda)
+        s = {}
+        for n in self.STATE:
+            if n in ("best_val", "stage_best", "monitor_ema"):
+                s[n] = tf.Variable(math.inf if n != "monitor_ema" else math.nan, dtype=tf.float64, trainable=False, name=n)
+            else:
+                s[n] = tf.Variable(0, dtype=tf.int64, trainable=False, name=n)
+        self.state = s
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self.it_tr = iter(self.data.train)
+        self.it_val = iter(self.data.val) if mode.needs_val else None
+        self.best_path = os.path.join(workdir, "best.weights.h5")
+
+    # -- model / optimizer / checkpoint construction (per stage) --------------------------------
+
+    def _setup_stage(self, model):
+        """(Re)create optimizers, step functions and the checkpoint for the current model."""
+        self.model = model
+        with self.strategy.scope():
+            self.theta, self.omega = self.mode.variables(model)
+            # Keras 3 optimizers are built for a fixed variable set; after add_phase() a new stage
+            # gets fresh Adam optimizers (moments restart), built here *before* any restore.
+            self.opt_theta = _make_adam(self.config, self.config.learning_rate)
+            self.opt_omega = _make_adam(self.config, getattr(self.config, "omega_learning_rate", self.config.learning_rate))
+            if self.theta:
+                self.opt_theta.build(self.theta)
+            if self.omega:
+                self.opt_omega.build(self.omega)
+        strategy, mode, theta, omega = self.strategy, self.mode, self.theta, self.omega
+
+        @tf.function
+        def compute(batch_tr, batch_val, lam):
+            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
+            return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
+
+        @tf.function
+        def apply_theta(grads):
+            with strategy.scope():
+                self.opt_theta.apply_gradients(zip(grads, theta))
+
+        @tf.function
+        def apply_omega(grads):
+            with strategy.scope():
+                self.opt_omega.apply_gradients(zip(grads, omega))
+
+        @tf.function
+        def eval_fn(batch):
+            pred = model(model_inputs(batch), training=False)
+            return per_sample_loss(pred, batch["target"]), batch_psnr(pred, batch["target"])
+
+        self.compute, self.apply_theta, self.apply_omega = compute, apply_theta, apply_omega
+        self._eval_fn = eval_fn
+        objs = dict(model=model, opt_theta=self.opt_theta, opt_omega=self.opt_omega, rng=self.rng,
+                    iterator_train=self.it_tr, **self.state)
+        if self.it_val is not None:
+            objs["iterator_val"] = self.it_val
+        if self.schedule is not None:
+            objs["delta"], objs["lam"] = self.schedule.delta, self.schedule.lam
+        self.ckpt = tf.train.Checkpoint(**objs)
+        self.manager = tf.train.CheckpointManager(
+            self.ckpt, checkpointing.checkpoint_dir(self.workdir), max_to_keep=self.config.keep_checkpoints
+        )
+
+    def _new_model(self, num_phases, num_tasks=None, resuming=False):
+        with self.strategy.scope():
+            model = self.build_model(self.initial_phases or max(num_phases, 1))
+            model(_dummy_inputs(self.data.train.element_spec), training=False)
+            while _num_phases(model) < num_phases:
+                model.add_phase()
+            if self.prepare_model is not None:
+                self.prepare_model(model, resuming)
+            while num_tasks is not None and _num_tasks(model) < num_tasks:
+                model.add_task()
+            model(_dummy_inputs(self.data.train.element_spec), training=False)
+        return model
+
+    def save(self):
+        path = self.manager.save(checkpoint_number=int(self.state["outer"].numpy()))
+        return path
+
+    # -- per-step callbacks ----------------------------------------------------------------------
+
+    def _on_step(self, m, which):
+        step = int(self.state["step"].numpy())
+        for k, v in m.items():
+            if not math.isfinite(v):
+                raise NonFiniteError(
+                    f"Non-finite {k}={v} at step {step + 1} (outer iteration {int(self.state['outer'].numpy()) + 1}, "
+                    f"stage {int(self.state['stage'].numpy())}, mode {self.mode.name}); nothing was applied. "
+                    f"Last good checkpoint: {self.manager.latest_checkpoint}"
+                )
+        if which == "none":
+            return
+        step += 1
+        self.state["step"].assign(step)
+        rec = dict(m, step=step, block=which)
+        if self.schedule is not None:
+            rec["delta"], rec["lambda"] = float(self.schedule.delta.numpy()), float(self.schedule.lam.numpy())
+        self.history.append(rec)
+        monitor = m.get("loss_val", m.get("loss_train"))
+        ema = float(self.state["monitor_ema"].numpy())
+        self.state["monitor_ema"].assign(monitor if math.isnan(ema) else 0.9 * ema + 0.1 * monitor)
+        if step % self.config.summary_every == 0:
+            sc = {k: v for k, v in rec.items() if isinstance(v, float) and k not in ("loss_val",)}
+            self.summaries.scalars("train", sc, step)
+            if "loss_val" in m:
+                self.summaries.scalars("val", {"loss": m["loss_val"]}, step)
+            self.summaries.model_scalars(self.model, step)
+        if self.config.image_every and step % self.config.image_every == 0:
+            batch = self._last_batch_val or self._last_batch_tr
+            self.summaries.images(batch, self.model(model_inputs(batch), training=False), step)
+        self.progress.update(step, self._images_per_step, monitor, int(self.state["stage"].numpy()),
+                             _num_phases(self.model), "" if self.schedule is None else
+                             "| delta %.3g lambda %.3g" % (rec["delta"], rec["lambda"]))
+
+    def _steps_left(self):
+        ms = self.config.max_steps
+        return ms is None or int(self.state["step"].numpy()) < ms
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self) -> Dict[str, float]:
+        """Mean per-sample loss and per-task PSNR on ``data.eval`` (or the monitor EMA)."""
+        if self.data.eval is None:
+            return {"loss": float(self.state["monitor_ema"].numpy())}
+        ev = self._eval_fn
+        losses, psnrs, tasks = [], [], []
+        for batch in self.data.eval:
+            l, p = ev(batch)
+            losses.append(l.numpy()); psnrs.append(p.numpy())
+            t = batch.get("task_id")
+            tasks.append(np.zeros(len(l.numpy()), int) if t is None else t.numpy())
+        losses, psnrs, tasks = map(np.concatenate, (losses, psnrs, tasks))
+        out = {"loss": float(losses.mean())}
+        for t in np.unique(tasks):
+            out[f"psnr/task_{int(t)}"] = float(psnrs[tasks == t].mean())
+        return out
+
+    # -- outer iterations ------------------------------------------------------------------------
+
+    def _outer_iteration(self):
+        bt = next(self.it_tr)
+        self._last_batch_tr = bt
+        self._last_batch_val = None
+        self._images_per_step = int(bt["target"].shape[0])
+        if isinstance(self.mode, MetaMode):
+            bv = next(self.it_val)
+            self._last_batch_val = bv
+            self._images_per_step += int(bv["target"].shape[0])
+            c = self.config
+            return run_algorithm2_iteration(
+                self.compute, self.apply_theta, self.apply_omega, bt, bv, self.schedule,
+                c.theta_steps, c.max_inner_iterations, self._on_step, self._steps_left,
+            )
+        lam = tf.constant(0.0, tf.float32)
+        metrics, g_theta, g_omega = self.compute(bt, bt, lam)
+        m = {k: float(v) for k, v in metrics.items()}
+        m["grad_theta_norm2"] = float(_sum_sq(g_theta))
+        m["grad_omega_norm2"] = float(_sum_sq(g_omega))
+        which = "theta" if g_theta else "omega"
+        self._on_step(m, which)
+        if g_theta:
+            self.apply_theta(g_theta)
+        if g_omega:
+            self.apply_omega(g_omega)
+        return m
+
+    def _stage_over(self) -> Optional[str]:
+        c, sw = self.config, self.stairwise
+        if not self._steps_left():
+            return "max_steps"
+        mo = getattr(c, "max_outer_iterations", None)
+        if mo is not None and int(self.state["outer"].numpy()) >= mo:
+            return "max_outer_iterations"
+        if self.schedule is not None and self.schedule.done():
+            return "delta_tol"
+        if sw is not None and sw.enabled:
+            if int(self.state["stage_iter"].numpy()) >= sw.stage_max_iterations:
+                return "stage_max_iterations"
+            if int(self.state["bad_evals"].numpy()) >= sw.patience:
+                return "plateau"
+        return None
+
+    def _budget_exhausted(self) -> bool:
+        mo = getattr(self.config, "max_outer_iterations", None)
+        return (not self._steps_left()) or (mo is not None and int(self.state["outer"].numpy()) >= mo)
+
+    def _end_stage(self, reason: str) -> bool:
+        """Stage acceptance (Section 4.2). Returns True when another stage starts."""
+        sw = self.stairwise
+        ev = self.evaluate()
+        v = ev["loss"]
+        stage = int(self.state["stage"].numpy())
+        p = _num_phases(self.model)
+        best = float(self.state["best_val"].numpy())
+        self.summaries.scalars("val", {f"stage_end/{k}": x for k, x in ev.items()}, int(self.state["step"].numpy()))
+        rec = dict(stage=stage, num_phases=p, reason=reason, **ev)
+        self.stage_history.append(rec)
+        logging.info("Stage %d (%d phases) ended (%s): eval %s", stage, p, reason, ev)
+        if sw is None or not sw.enabled:
+            return False
+        min_delta = sw.min_delta
+        if stage == 0 or v < best * (1 - min_delta):
+            self.state["best_val"].assign(v)
+            self.state["best_phases"].assign(p)
+            _save_weights_atomic(self.model, self.best_path)
+        else:
+            bp = int(self.state["best_phases"].numpy())
+            logging.info("Adding phase %d did not improve the validation loss (%.6g >= %.6g): rolling back to %d phases.",
+                         p, v, best, bp)
+            model = self._new_model(bp, _num_tasks(self.model))
+            model.load_weights(self.best_path)
+            self._setup_stage(model)
+            self.state["num_phases"].assign(bp)
+            rec["rolled_back_to"] = bp
+            return False
+        if p >= sw.max_phases or self._budget_exhausted():
+            return False
+        with self.strategy.scope():
+            self.model.add_phase()
+        self.state["stage"].assign(stage + 1)
+        self.state["num_phases"].assign(_num_phases(self.model))
+        self.state["stage_iter"].assign(0)
+        self.state["bad_evals"].assign(0)
+        self.state["stage_best"].assign(math.inf)
+        if self.schedule is not None:
+            self.schedule.reset()  # each stage runs Algorithm 2 from delta_0, lambda_0
+        self._setup_stage(self.model)
+        self.save()
+        return True
+
+    def run(self):
+        """Train until every stage is over; returns the (possibly rolled back) model."""
+        path = checkpointing.latest_checkpoint(self.workdir)
+        if path is not None:
+            vals = checkpointing.read_checkpoint_values(path, ["num_phases", "num_tasks", "stage"])
+            if "num_phases" not in vals:
+                raise checkpointing.CheckpointError(f"Checkpoint {path} has no `num_phases`: not written by loa_meta.training.")
+            model = self._new_model(int(vals["num_phases"]), int(vals.get("num_tasks", 0)) or None, resuming=True)
+            self._setup_stage(model)
+            checkpointing.restore(self.ckpt, path)
+            logging.info("Resumed from %s (step %d, stage %d, %d phases).", path, int(self.state["step"].numpy()),
+                         int(self.state["stage"].numpy()), int(self.state["num_phases"].numpy()))
+        else:
+            sw = self.stairwise
+            p0 = self.initial_phases or 0
+            model = self._new_model(p0)
+            self.state["num_phases"].assign(_num_phases(model))
+            self.state["num_tasks"].assign(_num_tasks(model))
+            self._setup_stage(model)
+            self.save()
+        self.progress.start(int(self.state["step"].numpy()))
+        self._last_batch_tr = self._last_batch_val = None
+        self._images_per_step = 0
+        while not int(self.state["finished"].numpy()):
+            reason = self._stage_over()
+            if reason is not None:
+                if not self._end_stage(reason):
+                    self.state["finished"].assign(1)
+                    self.save()
+                continue
+            self._outer_iteration()
+            self.state["outer"].assign_add(1)
+            self.state["stage_iter"].assign_add(1)
+            self.state["num_tasks"].assign(_num_tasks(self.model))
+            ee = self.config.eval_every
+            if ee and int(self.state["outer"].numpy()) % ee == 0:
+                ev = self.evaluate()
+                self.summaries.scalars("val", {f"eval/{k}": v for k, v in ev.items()}, int(self.state["step"].numpy()))
+                sb = float(self.state["stage_best"].numpy())
+                mind = self.stairwise.min_delta if self.stairwise is not None else 0.0
+                if ev["loss"] < sb * (1 - mind) or math.isinf(sb):
+                    self.state["stage_best"].assign(ev["loss"])
+                    self.state["bad_evals"].assign(0)
+                else:
+                    self.state["bad_evals"].assign_add(1)
+            if int(self.state["outer"].numpy()) % self.config.checkpoint_every == 0:
+                self.save()
+        self.summaries.flush()
+        return self.model

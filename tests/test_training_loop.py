@@ -1,0 +1,179 @@
+"""Training loop: smoke of every mode, loss decrease, stair-wise growth, adaptation, NaN guard,
+checkpoint errors. Uses the tiny real Keras model of test_training_helpers (12x14 images)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from loa_meta.training import (
+    AdaptConfig,
+    CheckpointError,
+    ConventionalConfig,
+    MetaConfig,
+    NonFiniteError,
+    adapt_omega,
+    train_conventional,
+    train_meta,
+)
+from loa_meta.training.algorithm2 import model_inputs
+from loa_meta.training.losses import reconstruction_loss
+from tests.test_training_helpers import ToyUnrolled, fixed_batch, make_arrays, make_dataset
+
+
+def _meta_data(seed=0, n=4):
+    tr = make_arrays(n, num_tasks=2, seed=seed)
+    va = make_arrays(n, num_tasks=2, seed=seed + 50)
+    return tr, va, {"train": make_dataset(tr, 4, seed), "val": make_dataset(va, 4, seed + 1),
+                    "eval": make_dataset(va, 4, shuffle=False, repeat=False)}
+
+
+def _fixed(arr):
+    b = {k: tf.constant(v) for k, v in arr.items()}
+    return tf.data.Dataset.from_tensors(b).repeat()
+
+
+def _loss(model, arr):
+    b = {k: tf.constant(v) for k, v in arr.items()}
+    return float(reconstruction_loss(model(model_inputs(b)), b["target"]))
+
+
+def test_meta_one_step_smoke_writes_config_summaries_and_checkpoint(tmp_path):
+    _, _, data = _meta_data()
+    cfg = MetaConfig(max_steps=1, summary_every=1, image_every=1, log_every=1, stairwise={"enabled": False, "max_phases": 1})
+    model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    assert len(hist["steps"]) == 1 and hist["steps"][0]["block"] == "theta"
+    cfg2 = MetaConfig.from_dict(json.load(open(tmp_path / "config.json")))
+    assert cfg2 == cfg
+    assert os.listdir(tmp_path / "tb" / "train") and os.listdir(tmp_path / "tb" / "val")
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt"))
+
+
+def test_meta_loss_decreases_on_fixed_batch_pair_and_omega_moves(tmp_path):
+    tr = make_arrays(2, seed=3)
+    va = make_arrays(2, seed=4)
+    data = {"train": _fixed(tr), "val": _fixed(va)}
+    ref = ToyUnrolled(1)
+    ref(model_inputs(fixed_batch(tr, [0])))
+    l0 = _loss(ref, va)
+    om0 = [float(o.numpy()) for o in ref.omega_variables]
+    cfg = MetaConfig(max_steps=20, learning_rate=1e-2, omega_learning_rate=1e-2, theta_steps=1,
+                     delta0=1e-12, delta_tol=1e-13, max_inner_iterations=5,
+                     stairwise={"enabled": False, "max_phases": 1}, log_every=5, image_every=0)
+    model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    assert len(hist["steps"]) == 20
+    blocks = [h["block"] for h in hist["steps"]]
+    assert blocks[:4] == ["theta", "omega", "theta", "omega"]
+    l1 = _loss(model, va)
+    assert l1 < 0.7 * l0, (l0, l1)
+    assert [float(o.numpy()) for o in model.omega_variables] != om0
+    # lambda grows by nu_lambda per outer iteration (4 outer iterations of 5 cycles x 2 steps... capped by steps)
+    assert hist["steps"][-1]["lambda"] > hist["steps"][0]["lambda"]
+
+
+def test_conventional_and_omega_free_model(tmp_path):
+    arr = make_arrays(3, num_tasks=1, seed=7)
+    cfg = ConventionalConfig(max_steps=20, learning_rate=1e-2, log_every=5, image_every=0,
+                             stairwise={"enabled": False, "max_phases": 2})
+    ref = ToyUnrolled(2, use_task_weights=False)
+    ref(model_inputs(fixed_batch(arr, [0])))
+    l0 = _loss(ref, arr)
+    model, hist = train_conventional(cfg, str(tmp_path), {"train": _fixed(arr)},
+                                     model_fn=lambda p: ToyUnrolled(p, use_task_weights=False))
+    assert model.num_phases == 2 and model.omega_variables == []
+    assert all(h["block"] == "theta" and "penalty" not in h for h in hist["steps"])
+    assert _loss(model, arr) < 0.7 * l0
+
+
+def test_stairwise_grows_phases_and_rolls_back_when_no_gain(tmp_path):
+    tr, va, data = _meta_data(seed=2)
+    cfg = MetaConfig(learning_rate=1e-2, omega_learning_rate=1e-2, delta0=1e-12, delta_tol=1e-13,
+                     max_inner_iterations=1, eval_every=2, log_every=50, image_every=0,
+                     stairwise={"enabled": True, "initial_phases": 1, "max_phases": 3,
+                                "stage_max_iterations": 6, "patience": 5, "min_delta": 0.0})
+    model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    st = hist["stages"]
+    assert [s["num_phases"] for s in st][:2] == [1, 2]
+    assert st[1]["loss"] < st[0]["loss"]  # a second phase helps on this data
+    # the returned model is the best stage; its eval loss equals the best recorded one
+    best = min(s["loss"] for s in st)
+    assert model.num_phases == [s["num_phases"] for s in st if s["loss"] == best][0]
+    # min_delta so large that no new phase can be accepted -> roll back to 1 phase
+    cfg2 = MetaConfig.from_dict({**cfg.to_dict(), "stairwise": {**cfg.stairwise, "min_delta": 0.99}})
+    model2, hist2 = train_meta(cfg2, str(tmp_path / "b"), data, model_fn=lambda p: ToyUnrolled(p))
+    assert [s["num_phases"] for s in hist2["stages"]] == [1, 2]
+    assert model2.num_phases == 1
+
+
+def test_adaptation_freezes_theta_and_old_tasks(tmp_path):
+    arr_old = make_arrays(2, num_tasks=2, seed=11)
+    model = ToyUnrolled(2)
+    old_b = fixed_batch(arr_old, [0, 2])
+    out_before = model(model_inputs(old_b)).numpy()
+    theta_before = [v.numpy().copy() for v in model.theta_variables]
+    omega_before = [v.numpy().copy() for v in model.omega_variables]
+    new = make_arrays(4, num_tasks=3, seed=12)
+    new = {k: v[new["task_id"] == 2] for k, v in new.items()}  # an unseen mask
+    cfg = AdaptConfig(max_steps=15, learning_rate=5e-2, initial_omega=-3.0, log_every=5, image_every=0)
+    model, idx, hist = adapt_omega(model, cfg, str(tmp_path), {"train": make_dataset(new, 2, 0)})
+    assert idx == 2 and model.num_tasks == 3
+    for a, b in zip(theta_before, model.theta_variables):
+        assert np.array_equal(a, b.numpy())  # bit-identical
+    for a, b in zip(omega_before, model.omega_variables[:2]):
+        assert np.array_equal(a, b.numpy())
+    np.testing.assert_array_equal(model(model_inputs(old_b)).numpy(), out_before)
+    assert float(model.omega_variables[2].numpy()) != -3.0
+    assert hist["steps"][-1]["loss_train"] < hist["steps"][0]["loss_train"]
+
+
+def test_nan_data_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    arr = make_arrays(4, num_tasks=1, seed=9)
+    arr["kspace"][5] = np.nan  # batch index 2 (batch size 2) is poisoned
+    ds = make_dataset(arr, 2, shuffle=False)
+    cfg = ConventionalConfig(max_steps=10, checkpoint_every=1, log_every=50, image_every=0,
+                             stairwise={"enabled": False, "max_phases": 1})
+    with pytest.raises(NonFiniteError, match=r"Non-finite .* at step 3"):
+        train_conventional(cfg, str(tmp_path), {"train": ds},
+                           model_fn=lambda p: ToyUnrolled(p, use_task_weights=False))
+    path = tf.train.latest_checkpoint(str(tmp_path / "ckpt"))
+    assert path.endswith("-2")
+    reader = tf.train.load_checkpoint(path)
+    for name, _ in tf.train.list_variables(path):
+        if name.startswith("model/") and "OPTIMIZER" not in name:
+            v = reader.get_tensor(name)
+            if np.issubdtype(np.asarray(v).dtype, np.floating):
+                assert np.all(np.isfinite(v)), name
+
+
+def test_missing_or_corrupt_checkpoint_names_the_path(tmp_path):
+    arr = make_arrays(2, num_tasks=1, seed=9)
+    cfg = ConventionalConfig(max_steps=2, log_every=50, image_every=0, stairwise={"enabled": False, "max_phases": 1})
+    fn = lambda p: ToyUnrolled(p, use_task_weights=False)  # noqa: E731
+    train_conventional(cfg, str(tmp_path), {"train": _fixed(arr)}, model_fn=fn)
+    ck = tmp_path / "ckpt"
+    for f in os.listdir(ck):
+        if ".data-" in f:
+            with open(ck / f, "r+b") as fh:
+                fh.write(b"garbage" * 10)
+    with pytest.raises(CheckpointError, match=str(ck)):
+        train_conventional(cfg, str(tmp_path), {"train": _fixed(arr)}, model_fn=fn)
+    for f in os.listdir(ck):
+        if f != "checkpoint":
+            os.remove(ck / f)
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        train_conventional(cfg, str(tmp_path), {"train": _fixed(arr)}, model_fn=fn)
+
+
+def test_config_validation_and_round_trip():
+    c = MetaConfig(theta_steps=2, stairwise={"max_phases": 4})
+    assert MetaConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="nu_delta"):
+        MetaConfig(nu_delta=1.5).validate()
+    with pytest.raises(ValueError, match="stairwise.initial_phases"):
+        MetaConfig(stairwise={"initial_phases": 5, "max_phases": 2}).validate()
+    with pytest.raises(ValueError, match="Unknown MetaConfig"):
+        MetaConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="kind"):
+        ConventionalConfig.from_dict(c.to_dict())
