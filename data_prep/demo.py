@@ -154,11 +154,13 @@ def simulate_subject(template: dict, seed: int, index: int, shape=BRATS_SHAPE, a
     seg[sub] = ndimage.map_coordinates(template["labels"], coords, order=0, mode="constant", cval=0)
     brain = seg[sub] > 0
     out["seg"] = seg
+    brain_coords = coords[:, brain]  # interpolate intensities only inside the brain (half the box)
+    del coords
     for name, level in (("t1", rng.uniform(600, 1200)), ("t2", rng.uniform(1500, 3000))):
-        vals = ndimage.map_coordinates(template[name], coords, order=1, mode="constant", cval=0.0)
+        vals = ndimage.map_coordinates(template[name], brain_coords, order=1, mode="constant", cval=0.0)
         vals = vals / max(float(template[name].max()), 1e-6)
         bias = np.exp(_smooth_field(rng, axes, amplitude=0.08)).astype(np.float32)
-        s = (vals * bias * level)[brain]
+        s = vals * np.broadcast_to(bias, brain.shape)[brain] * level
         sigma = 0.015 * level
         n1 = rng.normal(0, sigma, s.shape).astype(np.float32)
         n2 = rng.normal(0, sigma, s.shape).astype(np.float32)
@@ -170,13 +172,28 @@ def simulate_subject(template: dict, seed: int, index: int, shape=BRATS_SHAPE, a
     return out
 
 
-def _stored(ras_like: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Arrays are simulated in the grid's own voxel order; nothing to flip (kept for clarity)."""
-    return ras_like
+_TEMPLATE: Optional[dict] = None
+
+
+def _write_subject(job) -> str:
+    import nibabel as nib
+
+    tmp, i, seed, shape = job
+    pid = f"Demo_MNI_{i:03d}"
+    subj = simulate_subject(_TEMPLATE, seed, i, shape=shape)
+    pdir = os.path.join(tmp, "HGG", pid)
+    os.makedirs(pdir)
+    for mod, arr in subj.items():
+        img = nib.Nifti1Image(arr, BRATS_AFFINE)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header.set_qform(BRATS_AFFINE, code=1)
+        img.header.set_sform(BRATS_AFFINE, code=1)
+        nib.save(img, os.path.join(pdir, f"{pid}_{mod}.nii.gz"))
+    return pid
 
 
 def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, overwrite: bool = False,
-                    shape: Sequence[int] = BRATS_SHAPE) -> dict:
+                    shape: Sequence[int] = BRATS_SHAPE, workers: int = 2) -> dict:
     """Write ``output_dir/HGG/Demo_MNI_<i>/Demo_MNI_<i>_{t1,t2,seg}.nii.gz`` atomically.
 
     Args:
@@ -185,30 +202,30 @@ def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, over
       seed: base seed; subject ``i`` uses ``default_rng([seed, i])``.
       overwrite: replace a non-empty destination.
       shape: output grid (BraTS 240x240x155 by default).
+      workers: processes simulating subjects in parallel (the output does not depend on it).
 
     Returns:
       Summary dict with the subject ids and the elapsed seconds.
     """
-    import nibabel as nib
-
     num_subjects = check_positive_int(num_subjects, "num_subjects")
+    workers = check_positive_int(workers, "workers")
     t0 = time.perf_counter()
-    template = load_template()
-    ids = []
+    global _TEMPLATE
+    _TEMPLATE = load_template()
+    ids = [f"Demo_MNI_{i:03d}" for i in range(num_subjects)]
     with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
-        for i in range(num_subjects):
-            pid = f"Demo_MNI_{i:03d}"
-            subj = simulate_subject(template, seed, i, shape=tuple(shape))
-            pdir = os.path.join(tmp, "HGG", pid)
-            os.makedirs(pdir)
-            for mod, arr in subj.items():
-                img = nib.Nifti1Image(arr, BRATS_AFFINE)
-                img.header.set_xyzt_units("mm", "sec")
-                img.header.set_qform(BRATS_AFFINE, code=1)
-                img.header.set_sform(BRATS_AFFINE, code=1)
-                nib.save(img, os.path.join(pdir, f"{pid}_{mod}.nii.gz"))
-            ids.append(pid)
-            logging.info("demo subject %s written", pid)
+        jobs = [(tmp, i, seed, tuple(shape)) for i in range(num_subjects)]
+        if workers > 1 and num_subjects > 1:
+            import multiprocessing
+
+            # fork shares the loaded template with the workers; each subject has its own seed, so
+            # the result does not depend on the number of workers.
+            with multiprocessing.get_context("fork").Pool(min(workers, num_subjects)) as pool:
+                for pid in pool.imap(_write_subject, jobs):
+                    logging.info("demo subject %s written", pid)
+        else:
+            for job in jobs:
+                logging.info("demo subject %s written", _write_subject(job))
         with open(os.path.join(tmp, "README.txt"), "w", encoding="utf-8") as f:
             f.write(
                 "Demo tree built by data_prep.demo from the MNI152 2009 template bundled in nilearn.\n"
@@ -227,7 +244,8 @@ def main(argv):
     del argv
     f = flags.FLAGS
     try:
-        summary = build_demo_tree(f.output_dir, num_subjects=f.num_subjects, seed=f.seed, overwrite=f.overwrite)
+        summary = build_demo_tree(f.output_dir, num_subjects=f.num_subjects, seed=f.seed,
+                                  overwrite=f.overwrite, workers=f.workers)
     except (DataPrepError, ValueError) as e:
         logging.error("%s", e)
         print(f"data_prep.demo: error: {e}", file=sys.stderr)
@@ -242,5 +260,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_subjects", 12, "Simulated subjects (12 allow --num_train 8 --num_val 2 --num_test 2).")
     flags.DEFINE_integer("seed", 0, "Seed of the simulated subjects.")
     flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --output_dir.")
+    flags.DEFINE_integer("workers", 2, "Parallel processes (output is independent of it).")
     flags.mark_flag_as_required("output_dir")
     app.run(main)

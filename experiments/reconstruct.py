@@ -124,7 +124,6 @@ def _load_kspace(path):
         raise common.usage_error("input", f"k-space in {path} must be (H, W) or (S, H, W), but has shape {kspace.shape}")
     if mask is not None:
         mask = np.asarray(mask, np.float32)
-        mask = mask[0] if mask.ndim == 3 else mask
     return kspace, mask
 
 
@@ -188,7 +187,7 @@ def main(argv):
         if mask is None:
             mask = file_mask if file_mask is not None else (np.abs(kspace).sum(axis=0) > 0).astype(np.float32)
             info["mask_source"] = "file" if file_mask is not None else "non-zero k-space samples"
-        if mask.shape != kspace.shape[1:]:
+        if mask.shape[-2:] != kspace.shape[1:] or (mask.ndim == 3 and mask.shape[0] != kspace.shape[0]):
             raise common.usage_error("mask", f"mask shape {mask.shape} does not match the k-space shape {kspace.shape[1:]}")
         images = _run(fn, tf.constant(kspace), mask, FLAGS.task_id, FLAGS.batch_size)
         _write_images(images, out)
@@ -205,13 +204,15 @@ def _run(fn, kspace, mask, task_id, batch_size):
 
     kspace = tf.convert_to_tensor(kspace, tf.complex64)
     n, h, w = kspace.shape
-    m = tf.constant(np.asarray(mask, np.float32))
+    mask = np.asarray(mask, np.float32)
+    masks = np.broadcast_to(mask, (n, h, w))  # one mask for all slices, or one per slice
     outs = []
     for s in range(0, n, batch_size):
         y = kspace[s : s + batch_size]
         b = int(y.shape[0])
-        y = y * tf.cast(m, tf.complex64)
-        outs.append(np.asarray(fn(y, tf.broadcast_to(m, (b, h, w)), tf.fill((b,), tf.constant(task_id, tf.int32)))))
+        mb = tf.constant(np.ascontiguousarray(masks[s : s + b]))
+        y = y * tf.cast(mb, tf.complex64)
+        outs.append(np.asarray(fn(y, mb, tf.fill((b,), tf.constant(task_id, tf.int32)))))
     return np.concatenate(outs).reshape(n, h, w)
 
 

@@ -43,7 +43,7 @@ def test_comparison_figure(tmp_path, rng):
     assert (img.shape[1], img.shape[0]) == info["size"]
     cell_w, cell_h = 1.6 * 60, 1.6 * 60 * gt.shape[0] / gt.shape[1]
     assert img.shape[0] == pytest.approx(7 * cell_h + 0.3 * 60, abs=2)
-    assert img.shape[1] == pytest.approx(3 * cell_w + 0.7 * 60, abs=2)
+    assert img.shape[1] == pytest.approx(3 * cell_w + 0.95 * 60, abs=2)
     # The error map of a perfect reconstruction is uniform; of a noisy one it is not.
     for t in tasks:
         perfect = _interior(img, info["axes"][("error", "perfect", t)])

@@ -208,11 +208,15 @@ def test_mat_key_and_authors_layout(tmp_path):
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
-@pytest.mark.parametrize("ratio", [0.1, 0.3])
-def test_layout_detection(kind, ratio):
-    m = make_mask(kind, (64, 72), ratio, seed=0)
-    assert not looks_uncentred(m)
-    assert looks_uncentred(np.fft.ifftshift(m))
+def test_layout_detection(kind):
+    for shape in ((64, 72), (161, 179)):
+        for ratio in (0.05, 0.2, 0.4, 0.6):
+            for seed in (0, 1):
+                m = make_mask(kind, shape, ratio, seed=seed)
+                assert not looks_uncentred(m), (shape, ratio, seed)
+                assert looks_uncentred(np.fft.ifftshift(m)), (shape, ratio, seed)
+    assert not looks_uncentred(np.zeros((8, 8), bool))
+    assert not looks_uncentred(np.ones((8, 8), bool))
 
 
 def test_load_errors_name_the_file(tmp_path):

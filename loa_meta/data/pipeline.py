@@ -104,6 +104,10 @@ def _index_dataset(n: int, batch: int, seed: int, shuffle: bool, repeat: bool, d
 def _options() -> tf.data.Options:
     opts = tf.data.Options()
     opts.deterministic = True
+    # Checkpoint iterator positions (and the shuffle buffer of indices) only, not the prefetched
+    # or in-flight batches: those are recomputed on restore, which is exact because every batch
+    # is a pure function of (indices, step).
+    opts.experimental_symbolic_checkpoint = True
     return opts
 
 

@@ -199,28 +199,35 @@ def _per_phase(value, batch: int, num_phases: Optional[int]) -> Optional[np.ndar
 def convergence_curves(model, images: np.ndarray, mask: np.ndarray, task_id: int) -> Optional[Dict[str, np.ndarray]]:
     """Fig. 6 curves of a LOANet: mean objective phi and mean PSNR after each phase.
 
-    Uses ``model.reconstruct(y, m, t, return_diagnostics=True)``; phi per phase is read from the
-    diagnostics (``phi_next`` = phi at x_{t+1}, else ``phi``) and the PSNR from the per-phase iterates
-    when the diagnostics hold them (``x_phases`` or a similar key). Returns None if the model gives no
-    per-phase phi.
+    phi per phase is read from ``model.reconstruct(y, m, t, return_diagnostics=True)``
+    (``phi_next`` = phi_eps_t(x_{t+1}), else ``phi``). The PSNR after phase t uses per-phase iterates
+    when the diagnostics hold them (``x_phases`` or a similar key), else ``x_t`` is recomputed with
+    ``reconstruct(..., num_iterations=t)`` for t = 1..T.
 
     Args:
-      model: a model with ``reconstruct``.
+      model: a model whose ``reconstruct`` accepts ``return_diagnostics``.
       images: ground truths ``(B, H, W)``.
       mask: 0/1 mask ``(H, W)``.
       task_id: the model's task id for this mask.
 
     Returns:
-      ``{"phi": (T,), "psnr": (T,)}`` (``psnr`` is NaN-free only if iterates are available;
-      otherwise it holds the final PSNR repeated only at the last phase and NaN before).
+      ``{"phi": (T,), "psnr": (T,)}``, or None if the model gives no per-phase objective.
     """
+    import inspect
+
     from loa_meta.metrics import psnr
 
+    if not hasattr(model, "reconstruct"):
+        return None
+    params = inspect.signature(model.reconstruct).parameters
+    if "return_diagnostics" not in params:
+        return None
     images = np.asarray(images)
     b, h, w = images.shape
     m = tf.broadcast_to(tf.constant(np.asarray(mask, np.float32)), (b, h, w))
     y = SingleCoilOperator(m).forward(tf.constant(images.astype(np.complex64)))
-    out, diag = model.reconstruct(y, m, tf.fill((b,), tf.constant(int(task_id), tf.int32)), return_diagnostics=True)
+    tid = tf.fill((b,), tf.constant(int(task_id), tf.int32))
+    out, diag = model.reconstruct(y, m, tid, return_diagnostics=True)
     num_phases = getattr(model, "num_phases", None)
     num_phases = int(num_phases) if num_phases is not None else None
     if not isinstance(diag, Mapping):
@@ -235,13 +242,15 @@ def convergence_curves(model, images: np.ndarray, mask: np.ndarray, task_id: int
         return None
     phi = phi.reshape(phi.shape[0], -1).astype(np.float64).mean(axis=1)
     gt = np.abs(images)
-    curve = np.full(phi.shape[0], np.nan)
     for key in _ITERATE_KEYS:
-        if key in diag:
-            xs = _per_phase(diag[key], b, num_phases)
-            if xs is not None and xs.ndim == 4 and xs.shape[1:] == (b, h, w):
-                curve = np.array([np.mean(psnr(np.abs(xs[t]), gt)) for t in range(xs.shape[0])])
-                break
-    else:
-        curve[-1] = float(np.mean(psnr(np.abs(np.asarray(out)), gt)))
+        xs = _per_phase(diag[key], b, num_phases) if key in diag else None
+        if xs is not None and xs.ndim == 4 and xs.shape[1:] == (b, h, w):
+            curve = np.array([np.mean(psnr(np.abs(xs[t]), gt)) for t in range(xs.shape[0])])
+            return {"phi": phi, "psnr": curve[-phi.shape[0]:]}
+    curve = np.full(phi.shape[0], np.nan)
+    curve[-1] = float(np.mean(psnr(np.abs(np.asarray(out)), gt)))
+    if "num_iterations" in params:
+        for t in range(1, phi.shape[0]):
+            x_t = model.reconstruct(y, m, tid, num_iterations=t)
+            curve[t - 1] = float(np.mean(psnr(np.abs(np.asarray(x_t)), gt)))
     return {"phi": phi, "psnr": curve}

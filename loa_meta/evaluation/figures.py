@@ -128,8 +128,9 @@ def comparison_figure(
     cell_w = cell_inches
     cell_h = cell_inches * h / w
     margin_right = 0.7  # room for colour bars
+    margin_left = 0.25  # room for the method names
     margin_top = 0.3 + (0.3 if title else 0.0)
-    fig_w = ncols * cell_w + margin_right
+    fig_w = margin_left + ncols * cell_w + margin_right
     fig_h = nrows * cell_h + margin_top
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
     if title:
@@ -137,7 +138,7 @@ def comparison_figure(
     axes_info: Dict[tuple, tuple] = {}
 
     def add_ax(row, col):
-        left = col * cell_w / fig_w
+        left = (margin_left + col * cell_w) / fig_w
         bottom = 1.0 - (margin_top + (row + 1) * cell_h) / fig_h
         ax = fig.add_axes([left, bottom, cell_w / fig_w, cell_h / fig_h])
         ax.set_xticks([])

@@ -144,6 +144,8 @@ class LOAPhase(keras.layers.Layer):
         eps,
         active,
         compute_diagnostics: bool = True,
+        eps_tol=None,
+        step_sizes=None,
     ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
         """Run lines 3-16 of Algorithm 1 once.
 
@@ -156,6 +158,9 @@ class LOAPhase(keras.layers.Layer):
           eps: smoothing parameter eps_t per sample ``(B,)`` or scalar.
           active: bool ``(B,)``; inactive samples (terminated by line 16) are returned unchanged.
           compute_diagnostics: with ``safeguard=False`` the energies are only evaluated if True.
+          eps_tol: overrides the layer's line-16 tolerance (used by the solver mode of LOANet).
+          step_sizes: optional ``(alpha, tau)`` tensors used instead of this layer's weights (lets
+            one compiled step serve every phase of a model).
 
         Returns:
           ``(x_next, eps_next, active_next, diagnostics)``; diagnostics holds ``(B,)`` tensors
@@ -172,7 +177,10 @@ class LOAPhase(keras.layers.Layer):
         kappa = tf.broadcast_to(_as(kappa, rdt), [batch])
         eps = tf.broadcast_to(_as(eps, rdt), [batch])
         active = tf.broadcast_to(tf.cast(active, tf.bool), [batch])
-        alpha, tau = self.step_sizes(rdt)
+        if step_sizes is None:
+            alpha, tau = self.step_sizes(rdt)
+        else:
+            alpha, tau = (tf.cast(tf.abs(v), rdt) for v in step_sizes)
         kap = _img(kappa, cdt)
         mode = self.grad_mode
 
@@ -262,7 +270,7 @@ class LOAPhase(keras.layers.Layer):
         reduce_eps = active & (tf.stop_gradient(_sqnorm(grad_phi_next)) < thresh * thresh)
         eps_next = tf.where(reduce_eps, _as(self.gamma, rdt) * eps, eps)
         # line 16 (tested on eps_t, as written)
-        active_next = active & ~(_as(self.sigma, rdt) * tf.stop_gradient(eps) < _as(self.eps_tol, rdt))
+        active_next = active & ~(_as(self.sigma, rdt) * tf.stop_gradient(eps) < _as(self.eps_tol if eps_tol is None else eps_tol, rdt))
 
         diag = {
             "phi": phi_x,

@@ -102,17 +102,6 @@ class MetaMode:
         return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega)
 
 
-def _symmetry_loss(model):
-    """ISTA-Net+'s symmetry loss if the model exposes one after its call (else None)."""
-    s = getattr(model, "symmetry_loss", None)
-    if callable(s):
-        s = s()
-    if s is None:
-        losses = list(getattr(model, "losses", []) or [])
-        return tf.add_n(losses) if losses else None
-    return s
-
-
 class SupervisedMode:
     """Plain Eq. 13 loss on theta (conventional training, ISTA-Net+)."""
 
@@ -129,18 +118,27 @@ class SupervisedMode:
     def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
         n = global_batch_size(batch_tr)
         b = replica_slice(batch_tr)
+        use_sym = self.symmetry_weight > 0 and hasattr(model, "reconstruct")
         with tf.GradientTape() as tape:
-            pred = model(model_inputs(b), training=True)
+            if use_sym:
+                # ISTA-Net+: per-sample symmetry constraint sum_k mean|F~F D r - D r|^2. The original
+                # loss is mean_b(mse) + gamma mean_b(sym); ours is sum_b 1/2 H W mse_b, so the
+                # constraint is scaled by H W / 2 to keep the original's relative weighting.
+                pred, sym = model.reconstruct(b["kspace"], b["mask"], b.get("task_id"), return_symmetry_loss=True)
+                hw = tf.cast(tf.shape(b["kspace"])[-1] * tf.shape(b["kspace"])[-2], tf.float32)
+                sym = 0.5 * hw * tf.reduce_sum(tf.cast(sym, tf.float32))
+                if self.config.loss_reduction == "mean":
+                    sym = sym / tf.cast(n, tf.float32)
+            else:
+                pred = model(model_inputs(b), training=True)
+                sym = tf.constant(0.0, tf.float32)
             loss = reconstruction_loss(pred, b["target"], self.config.loss_reduction, n)
-            total = loss
-            sym = None
-            if self.symmetry_weight > 0:
-                sym = _symmetry_loss(model)
-                if sym is not None:
-                    total = total + self.symmetry_weight * tf.cast(sym, total.dtype)
+            total = loss + self.symmetry_weight * tf.cast(sym, loss.dtype)
         grads = _all_reduce(tape.gradient(total, theta, unconnected_gradients=_ZERO))
-        loss, total = _all_reduce([loss, total])
+        loss, total, sym = _all_reduce([loss, total, sym])
         m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(total, tf.float32)}
+        if use_sym:
+            m["symmetry_loss"] = tf.cast(sym, tf.float32)
         return m, list(grads), []
 
 
@@ -285,15 +283,27 @@ class TrainingRun:
             out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
 
+        def replica_apply(opt, variables):
+            # The host passes the already summed gradients; Keras optimizers all-reduce (SUM) in
+            # replica context, so only replica 0 contributes them (exact: g + 0 + ...).
+            def fn(grads):
+                ctx = tf.distribute.get_replica_context()
+                if ctx.num_replicas_in_sync > 1:
+                    keep = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), grads[0].dtype)
+                    grads = [g * tf.cast(keep, g.dtype) for g in grads]
+                opt.apply_gradients(zip(grads, variables))
+
+            return fn
+
+        apply_t, apply_o = replica_apply(self.opt_theta, theta), replica_apply(self.opt_omega, omega)
+
         @tf.function
         def apply_theta(grads):
-            with strategy.scope():
-                self.opt_theta.apply_gradients(zip(grads, theta))
+            strategy.run(apply_t, args=(grads,))
 
         @tf.function
         def apply_omega(grads):
-            with strategy.scope():
-                self.opt_omega.apply_gradients(zip(grads, omega))
+            strategy.run(apply_o, args=(grads,))
 
         @tf.function
         def eval_fn(batch):

@@ -1,0 +1,221 @@
+"""Presets of the training apps, ``reproduce`` and ``quickstart``: ``paper``, ``cpu``, ``tiny``.
+
+A :class:`Preset` holds every knob of the paper's protocol (Section 5.2-5.4). ``paper`` is the
+paper's setting; ``cpu`` scales it down so that ``reproduce --preset=cpu`` runs every stage in about
+an hour on 2 CPU cores; ``tiny`` runs in seconds (tests); ``quickstart`` is the README's main job.
+Command-line flags override single fields (``Preset.override``).
+
+Budgets are given in *epochs* (passes over the training images of one task) and converted to
+optimizer steps or Algorithm 2 outer iterations by :mod:`experiments.training_common`; a
+``*_max_steps`` value, when set, caps the total number of optimizer steps on top of that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+SEEN_RADIAL = ("radial:0.1", "radial:0.2", "radial:0.3", "radial:0.4")
+UNSEEN_RADIAL = ("radial:0.15", "radial:0.25", "radial:0.35")
+CARTESIAN = ("cartesian:0.1", "cartesian:0.2", "cartesian:0.3", "cartesian:0.4")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """All settings of one protocol run.
+
+    Args:
+      name: preset name.
+      num_phases: T, the number of phases (paper: 11).
+      initial_phases: phases of the first stair-wise stage (paper: 1).
+      stairwise: Section 4.2 stair training on/off.
+      alpha0, tau0: initial step sizes of Algorithm 1 (paper: 0.01, 0.01).
+      filters: kernels per convolution in g (paper: 4).
+      learning_rate: Adam learning rate of theta (paper: 1e-3).
+      omega_learning_rate: Adam learning rate of omega in Algorithm 2 and in adaptation.
+      per_task_batch: J, samples per task in a cross-task batch (paper: 8 = 2 x 4 tasks).
+      meta_epochs: epochs per stair-wise stage (paper: 100).
+      meta_max_steps: optional cap of optimizer steps of the whole meta run.
+      delta0, nu_delta, delta_tol, lambda0, nu_lambda: Algorithm 2 schedule (paper: 1e-3, 0.95,
+        4.35e-6, 1e-5, 1.001).
+      theta_steps, max_inner_iterations: Algorithm 2 inner loop (not stated in the paper).
+      conv_batch, conv_epochs, conv_max_steps: conventional training (paper: 25, 2000 epochs on the
+        merged train+val set).
+      adapt_images, adapt_epochs, adapt_batch, adapt_max_steps: adaptation (paper: 100 images,
+        50 epochs; batch not stated).
+      max_train, max_val, max_test: use only the first N slices of a split (0 = all).
+      eval_slices: validation slices used for the stair-wise stage acceptance (0 = all).
+      reduced_fraction: the "meta-learning*" / "conventional*" runs use this fraction of the data
+        (paper: two thirds).
+      seen_tasks, unseen_tasks, cartesian_tasks: task specs of Tables 1-2, 3-4 and 5.
+      checkpoint_every, log_every, summary_every, image_every: bookkeeping intervals.
+      patience, min_delta: stair-wise plateau rule.
+    """
+
+    name: str
+    num_phases: int = 11
+    initial_phases: int = 1
+    stairwise: bool = True
+    alpha0: float = 0.01
+    tau0: float = 0.01
+    filters: int = 4
+    learning_rate: float = 1e-3
+    omega_learning_rate: float = 1e-3
+    per_task_batch: int = 2
+    meta_epochs: float = 100.0
+    meta_max_steps: Optional[int] = None
+    delta0: float = 1e-3
+    nu_delta: float = 0.95
+    delta_tol: float = 4.35e-6
+    lambda0: float = 1e-5
+    nu_lambda: float = 1.001
+    theta_steps: int = 1
+    max_inner_iterations: int = 10
+    conv_batch: int = 25
+    conv_epochs: float = 2000.0
+    conv_max_steps: Optional[int] = None
+    adapt_images: int = 100
+    adapt_epochs: float = 50.0
+    adapt_batch: int = 8
+    adapt_max_steps: Optional[int] = None
+    max_train: int = 0
+    max_val: int = 0
+    max_test: int = 0
+    eval_slices: int = 16
+    reduced_fraction: float = 2.0 / 3.0
+    seen_tasks: Tuple[str, ...] = SEEN_RADIAL
+    unseen_tasks: Tuple[str, ...] = UNSEEN_RADIAL
+    cartesian_tasks: Tuple[str, ...] = CARTESIAN
+    checkpoint_every: int = 50
+    log_every: int = 10
+    summary_every: int = 10
+    image_every: int = 200
+    patience: int = 3
+    min_delta: float = 1e-3
+
+    def override(self, **kwargs: Any) -> "Preset":
+        """A copy with the given fields replaced; ``None`` values are ignored (flag not given)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise ValueError(f"Unknown preset field(s) {unknown}; expected a subset of {sorted(names)}")
+        return dataclasses.replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("seen_tasks", "unseen_tasks", "cartesian_tasks"):
+            d[k] = list(d[k])
+        return d
+
+    def model_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of ``LOANet`` (besides ``num_phases``)."""
+        return {"alpha0": self.alpha0, "tau0": self.tau0, "filters": self.filters}
+
+    def ista_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of ``ISTANetPlus``: same kernels and kernel count as LOANet."""
+        return {"filters": self.filters}
+
+
+PAPER = Preset(name="paper")
+
+# About an hour for the whole reproduce protocol (30 training runs) on 2 CPU cores: 5 phases,
+# a 48x48 crop is expected from the data (see docs/experiments.md), a few dozen steps per run.
+CPU = Preset(
+    name="cpu",
+    num_phases=5,
+    initial_phases=1,
+    stairwise=True,
+    alpha0=0.5,
+    tau0=0.5,
+    per_task_batch=2,
+    meta_epochs=1.0,
+    meta_max_steps=150,
+    delta0=1e-3,
+    max_inner_iterations=3,
+    conv_batch=8,
+    conv_epochs=2.0,
+    conv_max_steps=60,
+    adapt_images=16,
+    adapt_epochs=2.0,
+    adapt_batch=4,
+    adapt_max_steps=12,
+    omega_learning_rate=5e-2,
+    max_train=40,
+    max_val=12,
+    max_test=12,
+    eval_slices=8,
+    checkpoint_every=20,
+    log_every=10,
+    summary_every=5,
+    image_every=50,
+    patience=2,
+)
+
+TINY = Preset(
+    name="tiny",
+    num_phases=2,
+    initial_phases=1,
+    stairwise=True,
+    alpha0=0.5,
+    tau0=0.5,
+    per_task_batch=1,
+    meta_epochs=1.0,
+    meta_max_steps=4,
+    max_inner_iterations=1,
+    conv_batch=2,
+    conv_epochs=1.0,
+    conv_max_steps=2,
+    adapt_images=2,
+    adapt_epochs=1.0,
+    adapt_batch=2,
+    adapt_max_steps=1,
+    omega_learning_rate=5e-2,
+    max_train=4,
+    max_val=2,
+    max_test=2,
+    eval_slices=2,
+    checkpoint_every=2,
+    log_every=1,
+    summary_every=2,
+    image_every=0,
+    patience=1,
+)
+
+# The README's main job (experiments.quickstart): small crop, few phases, larger initial step.
+QUICKSTART = Preset(
+    name="quickstart",
+    num_phases=3,
+    initial_phases=1,
+    stairwise=True,
+    alpha0=0.5,
+    tau0=0.5,
+    per_task_batch=2,
+    meta_epochs=1.0,
+    meta_max_steps=120,
+    max_inner_iterations=3,
+    conv_batch=8,
+    conv_epochs=1.0,
+    conv_max_steps=40,
+    adapt_images=16,
+    adapt_epochs=2.0,
+    adapt_batch=4,
+    adapt_max_steps=10,
+    omega_learning_rate=5e-2,
+    max_train=0,
+    max_val=0,
+    max_test=0,
+    eval_slices=8,
+    checkpoint_every=20,
+    summary_every=5,
+    image_every=50,
+    patience=2,
+)
+
+PRESETS: Dict[str, Preset] = {p.name: p for p in (PAPER, CPU, TINY, QUICKSTART)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; ``ValueError`` naming the choices otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]

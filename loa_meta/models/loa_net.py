@@ -1,0 +1,372 @@
+"""The LOA-induced network F_Theta (Eqs. 11-12): T phases of Algorithm 1 with kappa = sigmoid(omega_i)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Dict, Optional, Tuple
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from loa_meta.layers.learned_regularizer import LearnedRegularizer
+from loa_meta.layers.loa_phase import GRAD_MODES, LOAPhase
+from loa_meta.physics.operators import SingleCoilOperator, check_kspace_mask
+from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
+
+DIAGNOSTIC_KEYS = ("phi", "phi_next", "branch", "backtracks", "eps", "grad_norm")
+
+
+@keras.saving.register_keras_serializable(package="loa_meta")
+class LOANet(keras.Model):
+    """LOA-induced reconstruction network: ``num_phases`` iterations of Algorithm 1 (Section 3.2).
+
+    Learnable parameters: theta = the conv kernels of ONE :class:`LearnedRegularizer` shared by all
+    phases (Section 5.2: "the parameters of each phase are shared except for the step sizes"), the
+    per-phase step sizes alpha_t, tau_t (:class:`LOAPhase`) and the initial smoothing eps_0
+    (Section 4.2, learned; used as |eps_0|); omega = one scalar variable per task, kappa_i =
+    sigmoid(omega_i) (Section 3.3). x_0 is the zero-filled image A^H y (Section 4.2).
+
+    Args:
+      num_phases: T, number of unrolled phases (paper: 11).
+      num_tasks: number of task weights omega_i.
+      filters, num_layers, kernel_size, delta: the feature extractor g (Eqs. 19-20).
+      alpha0, tau0, eps0: initial learnable step sizes and smoothing (paper: 0.01, 0.01, 1e-3).
+      a, sigma, rho, gamma, eps_tol: fixed constants of Algorithm 1 (paper: 1e5, 1e3, 0.9, 0.9, 1e-3).
+      max_backtracks: bound on the line search of lines 8-13.
+      safeguard: run lines 5-16 (True) or the plain u-update of the authors' script (False).
+      use_task_weights: if False, kappa = 1 (conventional learning without omega).
+      initial_omega: initial value of every omega_i.
+      grad_mode: ``"explicit"`` or ``"autodiff"`` gradient of r_eps.
+      **kwargs: standard model arguments.
+
+    Call arguments:
+      inputs: dict with ``"kspace"`` complex64 ``(B, H, W)``, ``"mask"`` float32 ``(B, H, W)`` or
+        ``(H, W)``, ``"task_id"`` int32 ``(B,)`` (optional when ``num_tasks == 1``).
+
+    Returns:
+      x_T, complex64 ``(B, H, W)``.
+    """
+
+    def __init__(
+        self,
+        num_phases: int = 11,
+        num_tasks: int = 1,
+        filters: int = 4,
+        num_layers: int = 3,
+        kernel_size: int = 3,
+        delta: float = 1e-3,
+        alpha0: float = 0.01,
+        tau0: float = 0.01,
+        eps0: float = 1e-3,
+        a: float = 1e5,
+        sigma: float = 1e3,
+        rho: float = 0.9,
+        gamma: float = 0.9,
+        eps_tol: float = 1e-3,
+        max_backtracks: int = 20,
+        safeguard: bool = True,
+        use_task_weights: bool = True,
+        initial_omega: float = 0.0,
+        grad_mode: str = "explicit",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int(num_phases, "num_phases")
+        check_positive_int(num_tasks, "num_tasks")
+        self.filters = check_positive_int(filters, "filters")
+        self.num_layers = check_positive_int(num_layers, "num_layers")
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.delta = check_positive(delta, "delta")
+        self.alpha0 = check_positive(alpha0, "alpha0")
+        self.tau0 = check_positive(tau0, "tau0")
+        self.eps0 = check_positive(eps0, "eps0")
+        self.a = check_positive(a, "a")
+        self.sigma = check_positive(sigma, "sigma")
+        self.rho = check_in_range(rho, "rho", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.eps_tol = check_in_range(eps_tol, "eps_tol", 0.0)
+        self.max_backtracks = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
+        self.safeguard = bool(safeguard)
+        self.use_task_weights = bool(use_task_weights)
+        self.initial_omega = check_in_range(initial_omega, "initial_omega")
+        self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
+
+        self.regularizer = LearnedRegularizer(
+            num_layers=self.num_layers,
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            delta=self.delta,
+            name="regularizer",
+        )
+        self.regularizer.build(None)
+        self.phases = []
+        for _ in range(int(num_phases)):
+            self._append_phase(self.alpha0, self.tau0)
+        self.eps0_var = self.add_weight(
+            name="eps0", shape=(), initializer=keras.initializers.Constant(self.eps0), trainable=True
+        )
+        self.omegas = []
+        for _ in range(int(num_tasks)):
+            self._append_task(self.initial_omega)
+        self._compiled_steps = {}
+        self.built = True  # every variable exists now (none depends on the input shape)
+
+    # -- structure -----------------------------------------------------------------------
+    def _append_phase(self, alpha0: float, tau0: float) -> LOAPhase:
+        phase = LOAPhase(
+            alpha0=alpha0,
+            tau0=tau0,
+            a=self.a,
+            sigma=self.sigma,
+            rho=self.rho,
+            gamma=self.gamma,
+            eps_tol=self.eps_tol,
+            max_backtracks=self.max_backtracks,
+            safeguard=self.safeguard,
+            grad_mode=self.grad_mode,
+            name=f"phase_{len(self.phases)}",
+        )
+        phase.build(None)
+        self.phases.append(phase)
+        return phase
+
+    def _append_task(self, initial_omega: float):
+        var = self.add_weight(
+            name=f"omega_{len(self.omegas)}",
+            shape=(),
+            initializer=keras.initializers.Constant(float(initial_omega)),
+            trainable=True,
+        )
+        self.omegas.append(var)
+        return var
+
+    def add_phase(self) -> int:
+        """Append a phase whose alpha/tau start from the last phase's values (stair training, 4.2).
+
+        Returns the new number of phases. A ``tf.function`` wrapping the model must be re-created.
+        """
+        last = self.phases[-1]
+        phase = self._append_phase(self.alpha0, self.tau0)
+        phase.alpha.assign(last.alpha)
+        phase.tau.assign(last.tau)
+        self._compiled_steps = {}
+        logging.info("LOANet: added phase %d", len(self.phases))
+        return len(self.phases)
+
+    def add_task(self, initial_omega: float = 0.0) -> int:
+        """Append a task weight omega (e.g. for an unseen task, Section 5.4); returns its task id."""
+        self._append_task(check_in_range(initial_omega, "initial_omega"))
+        return len(self.omegas) - 1
+
+    @property
+    def num_phases(self) -> int:
+        return len(self.phases)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.omegas)
+
+    @property
+    def theta_variables(self):
+        """Task-invariant parameters: conv kernels, per-phase alpha/tau, eps_0."""
+        out = list(self.regularizer.trainable_variables)
+        for p in self.phases:
+            out += list(p.trainable_variables)
+        return out + [self.eps0_var]
+
+    @property
+    def omega_variables(self):
+        """Task-specific parameters: one scalar omega per task."""
+        return list(self.omegas)
+
+    def kappa(self, task_id) -> tf.Tensor:
+        """kappa = sigmoid(omega[task_id]) (or 1 when ``use_task_weights=False``), float32."""
+        task_id = tf.convert_to_tensor(task_id, tf.int32)
+        if not self.use_task_weights:
+            return tf.ones(tf.shape(task_id), tf.float32)
+        tf.debugging.assert_less(task_id, len(self.omegas), message="`task_id` must be < num_tasks")
+        tf.debugging.assert_non_negative(task_id, message="`task_id` must be >= 0")
+        omega = tf.stack([tf.convert_to_tensor(w) for w in self.omegas])
+        return tf.sigmoid(tf.gather(omega, task_id))
+
+    # -- forward -------------------------------------------------------------------------
+    def _prepare(self, kspace, mask, task_id):
+        y = tf.convert_to_tensor(kspace)
+        if not y.dtype.is_complex:
+            raise TypeError(f"Argument `kspace` must be complex64 (B, H, W), but received dtype: {y.dtype.name}")
+        if y.shape.rank is not None and y.shape.rank != 3:
+            raise ValueError(f"Argument `kspace` must have shape (B, H, W), but received shape: {y.shape}")
+        mask = tf.convert_to_tensor(mask)
+        check_kspace_mask(y, mask, "kspace")
+        batch = tf.shape(y)[0]
+        if task_id is None:
+            if self.use_task_weights and len(self.omegas) != 1:
+                raise ValueError("Argument `task_id` is required when the model has several tasks.")
+            task_id = tf.zeros([batch], tf.int32)
+        task_id = tf.broadcast_to(tf.cast(task_id, tf.int32), [batch])
+        return y, mask, task_id
+
+    def _init_state(self, y, mask, task_id):
+        op = SingleCoilOperator(mask)
+        x0 = op.zero_filled(y)
+        batch = tf.shape(y)[0]
+        eps = tf.fill([batch], tf.abs(tf.convert_to_tensor(self.eps0_var)))
+        return op, x0, eps, tf.ones([batch], tf.bool), self.kappa(task_id)
+
+    def call(self, inputs, training=None):
+        y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
+        op, x, eps, active, kappa = self._init_state(y, mask, task_id)
+        for phase in self.phases:
+            x, eps, active, _ = phase.step(
+                self.regularizer, op, x, y, kappa, eps, active, compute_diagnostics=False
+            )
+        return x
+
+    def _step_fn(self, diagnostics: bool):
+        """One compiled Algorithm-1 step shared by all phases (step sizes are passed as tensors)."""
+        if diagnostics not in self._compiled_steps:
+            phase = self.phases[0]  # every phase has the same fixed hyperparameters
+
+            def step(y, mask, x, kappa, eps, active, eps_tol, alpha, tau):
+                op = SingleCoilOperator(mask)
+                return phase.step(
+                    self.regularizer, op, x, y, kappa, eps, active,
+                    compute_diagnostics=diagnostics, eps_tol=eps_tol, step_sizes=(alpha, tau),
+                )
+
+            self._compiled_steps[diagnostics] = tf.function(step, reduce_retracing=True)
+        return self._compiled_steps[diagnostics]
+
+    def reconstruct(
+        self,
+        kspace,
+        mask,
+        task_id=None,
+        return_diagnostics: bool = False,
+        num_iterations: Optional[int] = None,
+        tol: Optional[float] = None,
+    ):
+        """Reconstruct, optionally with per-phase diagnostics, optionally as a solver (Fig. 6).
+
+        Args:
+          kspace: complex64 ``(B, H, W)``.
+          mask: float ``(B, H, W)`` or ``(H, W)``.
+          task_id: int ``(B,)``; may be omitted with a single task.
+          return_diagnostics: also return a dict of ``(T_run, B)`` arrays: ``phi`` (phi_eps_t(x_t)),
+            ``phi_next`` (phi_eps_t(x_{t+1})), ``branch`` (0 u, 1 v, 2 kept, -1 inactive),
+            ``backtracks``, ``eps`` (eps_t), ``grad_norm`` (||grad phi_eps_t(x_t)||) and
+            ``active`` (whether the sample was still running at iteration t).
+          num_iterations: iterations to run; more than ``num_phases`` runs the learned algorithm as
+            an optimiser, reusing the last phase's step sizes for t >= T. Defaults to ``num_phases``,
+            or 1000 when ``tol`` is given.
+          tol: line-16 tolerance eps_tol for this run; iteration stops as soon as every sample has
+            terminated (sigma eps_t < tol) or ``num_iterations`` is reached.
+
+        Returns:
+          ``x`` complex64 ``(B, H, W)``, and the diagnostics dict if requested.
+        """
+        y, mask, task_id = self._prepare(kspace, mask, task_id)
+        if num_iterations is None:
+            num_iterations = self.num_phases if tol is None else 1000
+        num_iterations = check_positive_int(num_iterations, "num_iterations")
+        eps_tol = tf.constant(self.eps_tol if tol is None else check_in_range(tol, "tol", 0.0), tf.float32)
+        op, x, eps, active, kappa = self._init_state(y, mask, task_id)
+        mask = tf.cast(mask, tf.float32)
+        records = {k: [] for k in DIAGNOSTIC_KEYS + ("active",)}
+        for t in range(num_iterations):
+            if t >= self.num_phases and not bool(tf.reduce_any(active)):
+                break
+            phase = self.phases[min(t, self.num_phases - 1)]
+            alpha, tau = phase.step_sizes(tf.float32)
+            records["active"].append(active)
+            x, eps, active, diag = self._step_fn(return_diagnostics)(
+                y, mask, x, kappa, eps, active, eps_tol, alpha, tau
+            )
+            if return_diagnostics:
+                for k in DIAGNOSTIC_KEYS:
+                    records[k].append(diag[k])
+        if not return_diagnostics:
+            return x
+        return x, {k: tf.stack(v).numpy() for k, v in records.items() if v}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_phases": self.num_phases,
+            "num_tasks": self.num_tasks,
+            "filters": self.filters,
+            "num_layers": self.num_layers,
+            "kernel_size": self.kernel_size,
+            "delta": self.delta,
+            "alpha0": self.alpha0,
+            "tau0": self.tau0,
+            "eps0": self.eps0,
+            "a": self.a,
+            "sigma": self.sigma,
+            "rho": self.rho,
+            "gamma": self.gamma,
+            "eps_tol": self.eps_tol,
+            "max_backtracks": self.max_backtracks,
+            "safeguard": self.safeguard,
+            "use_task_weights": self.use_task_weights,
+            "initial_omega": self.initial_omega,
+            "grad_mode": self.grad_mode,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("trainable", "dtype"):
+            config.pop(key, None)
+        return cls(**config)
+
+
+SERVING_SIGNATURE = [
+    tf.TensorSpec([None, None, None], tf.complex64, name="kspace"),
+    tf.TensorSpec([None, None, None], tf.float32, name="mask"),
+    tf.TensorSpec([None], tf.int32, name="task_id"),
+]
+
+
+def export_serving(model: LOANet, export_dir: str) -> str:
+    """Write a SavedModel whose ``serve`` signature maps (kspace, mask, task_id) to |x_T|.
+
+    The directory is written next to ``export_dir`` under a temporary name and then renamed, so a
+    crash never leaves a half-written export (an existing export is replaced).
+
+    Args:
+      model: a :class:`LOANet` (or any model with the same call convention).
+      export_dir: target directory.
+
+    Returns:
+      ``export_dir``.
+    """
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(kspace, mask, task_id):
+        x = model({"kspace": kspace, "mask": mask, "task_id": task_id}, training=False)
+        return tf.abs(x)
+
+    archive.add_endpoint(name="serve", fn=serve, input_signature=SERVING_SIGNATURE)
+    tmp = tempfile.mkdtemp(prefix=".export_tmp_", dir=parent)
+    try:
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(export_dir):
+            old = tempfile.mkdtemp(prefix=".export_old_", dir=parent)
+            os.replace(export_dir, os.path.join(old, "x"))
+            os.replace(tmp, export_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logging.info("Exported LOANet serving SavedModel to %s", export_dir)
+    return export_dir

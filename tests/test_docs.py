@@ -1,0 +1,58 @@
+"""The documentation promises that must not rot: README commands, CI command, fidelity links."""
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block, "README.md must start with a bash block of set-up commands"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_starts_with_exactly_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    first_block_start = text.index("```bash")
+    # Only the title precedes the commands.
+    assert text[:first_block_start].strip().startswith("# loa-meta")
+    assert len(text[:first_block_start].strip().splitlines()) == 1
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    assert "experiments.quickstart" in commands[0]
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _readme_commands()[1] in ci
+
+
+def _referenced_paths(text):
+    # Backticked repository paths such as `loa_meta/layers/loa_phase.py` or
+    # `tests/test_loa_phase.py::test_energy_descent`.
+    for token in re.findall(r"`([^`\s]+)`", text):
+        path = token.split("::")[0]
+        if re.match(r"^(loa_meta|tests|experiments|data_prep|benchmarks|docs)/[\w./-]+\.(py|md)$", path):
+            yield token, path
+
+
+@pytest.mark.parametrize("doc", ["docs/FIDELITY.md", "README.md", "BENCHMARKS.md", "docs/ARCHITECTURE.md"])
+def test_docs_reference_existing_files_and_tests(doc):
+    text = (ROOT / doc).read_text()
+    missing = []
+    for token, path in _referenced_paths(text):
+        if "*" in path:
+            continue
+        if not (ROOT / path).exists():
+            missing.append(token)
+            continue
+        if "::" in token and path.endswith(".py"):
+            name = token.split("::")[-1].split("[")[0]
+            if not re.search(rf"def {re.escape(name)}\b|class {re.escape(name)}\b", (ROOT / path).read_text()):
+                missing.append(token)
+    assert not missing, f"{doc} references missing files or tests: {missing}"
