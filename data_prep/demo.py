@@ -54,13 +54,18 @@ def spin_echo(tissue: Dict[str, float], tr: float = TR_MS, te: float = TE_MS) ->
     return float(tissue["PD"] * (1.0 - np.exp(-tr / tissue["T1"])) * np.exp(-te / tissue["T2"]))
 
 
+_TEMPLATE_CACHE: Dict[str, dict] = {}
+
+
 def load_template() -> dict:
-    """The bundled MNI152 2009 T1 template, GM/WM maps and brain mask (no download).
+    """The bundled MNI152 2009 T1 template, GM/WM maps and brain mask (no download), cached per process.
 
     Returns:
       dict with float32 arrays ``t1``, ``gm``, ``wm``, ``csf``, ``mask`` on the template grid,
       ``t2`` (synthesised), ``labels`` (uint8: 0 background, 1 CSF, 2 GM, 3 WM) and ``affine``.
     """
+    if "mni" in _TEMPLATE_CACHE:
+        return _TEMPLATE_CACHE["mni"]
     try:
         from nilearn import datasets
     except ImportError as e:
@@ -79,8 +84,12 @@ def load_template() -> dict:
     probs = np.stack([csf, gm, wm])
     labels = np.where(mask, probs.argmax(0) + 1, 0).astype(np.uint8)
     t1 = t1 * mask
-    return {"t1": t1, "t2": t2.astype(np.float32), "gm": gm, "wm": wm, "csf": csf, "mask": mask,
-            "labels": labels, "affine": np.asarray(t1_img.affine, np.float64)}
+    out = {"t1": t1, "t2": t2.astype(np.float32), "gm": gm, "wm": wm, "csf": csf, "mask": mask,
+           "labels": labels, "affine": np.asarray(t1_img.affine, np.float64)}
+    for v in out.values():
+        v.flags.writeable = False  # shared by the cache and forked workers
+    _TEMPLATE_CACHE["mni"] = out
+    return out
 
 
 def _rotation(angles):

@@ -183,11 +183,11 @@ def check_model_files(specs: Sequence[ModelSpec], tasks: Sequence, flag: str = "
 
 def load_model(path: str, flag: str = "model"):
     """Load a ``.keras`` model with the loa_meta layers registered; clear error on failure."""
-    import keras
-
     require_file(flag, path)
     if not path.endswith(".keras"):
         raise usage_error(flag, f"expected a Keras v3 '.keras' model file, but received: {path}")
+    import keras
+
     _register_custom_objects()
     try:
         return keras.saving.load_model(path, compile=False)

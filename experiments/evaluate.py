@@ -70,12 +70,6 @@ def main(argv):
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     import numpy as np
 
-    from loa_meta.data import load_split
-    from loa_meta.evaluation import classical
-    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
-    from loa_meta.evaluation.figures import comparison_figure, convergence_figure
-    from loa_meta.evaluation.tables import atomic_write_text, write_tables
-
     common.require_dir("data_dir", FLAGS.data_dir)
     tasks = common.parse_tasks(FLAGS.tasks)
     models = common.parse_model_specs(FLAGS.models)
@@ -90,9 +84,16 @@ def main(argv):
             tv_grid.append(float(g))
         except ValueError:
             raise common.usage_error("tv_lambda_grid", f"expected numbers, but received: {g!r}") from None
+    from loa_meta.evaluation import classical
+
     if FLAGS.sigpy and not classical.sigpy_available():
         raise common.usage_error("sigpy", "SigPy is not installed (pip install sigpy); drop --sigpy")
     workdir = common.prepare_workdir(FLAGS.workdir)
+
+    from loa_meta.data import load_split
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
+    from loa_meta.evaluation.figures import comparison_figure, convergence_figure
+    from loa_meta.evaluation.tables import atomic_write_text, write_tables
 
     try:
         images = load_split(FLAGS.data_dir, FLAGS.split)

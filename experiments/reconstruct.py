@@ -133,7 +133,6 @@ def main(argv):
     import json
 
     import numpy as np
-    import tensorflow as tf
 
     from loa_meta.evaluation.tables import atomic_write_text
 
@@ -152,7 +151,6 @@ def main(argv):
         common.require_file("model", FLAGS.model)
     crop = common.parse_int_list(FLAGS.crop, "crop", length=2)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fn, method = _recon_fn()
     info = {}
 
     if is_nifti:
@@ -165,6 +163,7 @@ def main(argv):
         mask = _resolve_mask(vs.images.shape[1:])
         if mask is None:
             raise common.usage_error("mask", "is required for NIfTI input (a task spec like radial:0.2 or a mask file)")
+        fn, method = _recon_fn()
 
         def batch_fn(batch):
             return fn(batch["kspace"], batch["mask"], batch["task_id"])
@@ -189,7 +188,8 @@ def main(argv):
             info["mask_source"] = "file" if file_mask is not None else "non-zero k-space samples"
         if mask.shape[-2:] != kspace.shape[1:] or (mask.ndim == 3 and mask.shape[0] != kspace.shape[0]):
             raise common.usage_error("mask", f"mask shape {mask.shape} does not match the k-space shape {kspace.shape[1:]}")
-        images = _run(fn, tf.constant(kspace), mask, FLAGS.task_id, FLAGS.batch_size)
+        fn, method = _recon_fn()
+        images = _run(fn, kspace, mask, FLAGS.task_id, FLAGS.batch_size)
         _write_images(images, out)
 
     config = common.flag_values_dict(_OWN_FLAGS)

@@ -1,7 +1,6 @@
 """data_prep.brats on a tiny synthetic BraTS tree: splits, crop, slices, normalisation, manifest,
 idempotence and every bad-input case (library and command line)."""
 
-import gzip
 import json
 import os
 import shutil

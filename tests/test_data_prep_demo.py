@@ -67,6 +67,19 @@ def test_demo_tree_prepares_like_brats(tree, tmp_path):
 
 def test_missing_nilearn_message(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nilearn", None)
+    monkeypatch.setattr(demo, "_TEMPLATE_CACHE", {})
     with pytest.raises(DataPrepError, match=r"pip install 'loa-meta\[demo\]'"):
         demo.build_demo_tree(str(tmp_path / "x"), num_subjects=1)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_demo_is_seeded_and_independent_of_workers(tree, tmp_path):
+    out, _ = tree
+    other = tmp_path / "again"
+    demo.build_demo_tree(str(other), num_subjects=2, seed=3, workers=2)
+    for pid in ("Demo_MNI_000", "Demo_MNI_001"):
+        for mod in ("t1", "t2", "seg"):
+            a = np.asarray(nib.load(os.path.join(out, "HGG", pid, f"{pid}_{mod}.nii.gz")).dataobj)
+            b = np.asarray(nib.load(os.path.join(other, "HGG", pid, f"{pid}_{mod}.nii.gz")).dataobj)
+            np.testing.assert_array_equal(a, b)

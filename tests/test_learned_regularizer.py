@@ -1,6 +1,7 @@
 """LearnedRegularizer (Eqs. 4, 5, 19, A2): r_eps values, explicit gradient vs autodiff and finite
 differences in float64, per-sample eps, round trips."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -52,12 +53,16 @@ def test_value_matches_definition(rng):
 
 @pytest.mark.parametrize("num_layers,filters", [(3, 4), (2, 3), (1, 2)])
 def test_grad_matches_autodiff_and_finite_differences(num_layers, filters):
+    keras.utils.set_random_seed(7 + num_layers)
     rng = np.random.default_rng(7 + num_layers)
     layer = LearnedRegularizer(num_layers=num_layers, filters=filters, delta=DELTA, dtype="float64")
-    x = _image(rng, (2, 9, 10)) * 0.3
     eps = tf.constant([1e-3, 2e-2], tf.float64)
     h = 1e-6
-    assert _kink_free(layer, x, 10 * h)  # FD step cannot cross a kink of phi'
+    for _ in range(20):  # deterministic search for a test point away from the kinks of phi'
+        x = _image(rng, (2, 9, 10)) * 0.3
+        if _kink_free(layer, x, 10 * h):
+            break
+    assert _kink_free(layer, x, 10 * h)
     explicit = layer.grad(tf.constant(x), eps).numpy()
     auto = _autodiff_grad(layer, x, eps)
     np.testing.assert_allclose(explicit, auto, rtol=1e-9, atol=1e-11)

@@ -62,16 +62,24 @@ class LearnedRegularizer(keras.layers.Layer):
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.delta = check_positive(delta, "delta")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.convs = [
-            ComplexConv2D(
-                filters=self.filters,
-                kernel_size=self.kernel_size,
-                kernel_initializer=self.kernel_initializer,
-                dtype=self.dtype_policy,
-                name=f"conv_{q}",
+        # One attribute per conv (not a list): Keras 3 lists are invisible to tf.train.Checkpoint.
+        for q in range(self.num_layers):
+            setattr(
+                self,
+                f"conv_{q}",
+                ComplexConv2D(
+                    filters=self.filters,
+                    kernel_size=self.kernel_size,
+                    kernel_initializer=self.kernel_initializer,
+                    dtype=self.dtype_policy,
+                    name=f"conv_{q}",
+                ),
             )
-            for q in range(self.num_layers)
-        ]
+
+    @property
+    def convs(self):
+        """The convolutions w_1, ..., w_l in order."""
+        return [getattr(self, f"conv_{q}") for q in range(self.num_layers)]
 
     def build(self, input_shape=None):
         for q, conv in enumerate(self.convs):

@@ -102,13 +102,15 @@ class LOANet(keras.Model):
             name="regularizer",
         )
         self.regularizer.build(None)
-        self.phases = []
+        # Phases and omegas are stored as numbered attributes (phase_0, omega_0, ...) rather than
+        # Python lists: Keras 3 tracked lists are not seen by tf.train.Checkpoint.
+        self._num_phases = 0
+        self._num_tasks = 0
         for _ in range(int(num_phases)):
             self._append_phase(self.alpha0, self.tau0)
         self.eps0_var = self.add_weight(
             name="eps0", shape=(), initializer=keras.initializers.Constant(self.eps0), trainable=True
         )
-        self.omegas = []
         for _ in range(int(num_tasks)):
             self._append_task(self.initial_omega)
         self._compiled_steps = {}
@@ -127,21 +129,33 @@ class LOANet(keras.Model):
             max_backtracks=self.max_backtracks,
             safeguard=self.safeguard,
             grad_mode=self.grad_mode,
-            name=f"phase_{len(self.phases)}",
+            name=f"phase_{self._num_phases}",
         )
         phase.build(None)
-        self.phases.append(phase)
+        setattr(self, f"phase_{self._num_phases}", phase)
+        self._num_phases += 1
         return phase
 
     def _append_task(self, initial_omega: float):
         var = self.add_weight(
-            name=f"omega_{len(self.omegas)}",
+            name=f"omega_{self._num_tasks}",
             shape=(),
             initializer=keras.initializers.Constant(float(initial_omega)),
             trainable=True,
         )
-        self.omegas.append(var)
+        setattr(self, f"omega_{self._num_tasks}", var)
+        self._num_tasks += 1
         return var
+
+    @property
+    def phases(self):
+        """The phases (LOAPhase layers) in order."""
+        return [getattr(self, f"phase_{t}") for t in range(self._num_phases)]
+
+    @property
+    def omegas(self):
+        """The task weights omega_i (scalar variables) in task-id order."""
+        return [getattr(self, f"omega_{i}") for i in range(self._num_tasks)]
 
     def add_phase(self) -> int:
         """Append a phase whose alpha/tau start from the last phase's values (stair training, 4.2).
@@ -163,11 +177,11 @@ class LOANet(keras.Model):
 
     @property
     def num_phases(self) -> int:
-        return len(self.phases)
+        return self._num_phases
 
     @property
     def num_tasks(self) -> int:
-        return len(self.omegas)
+        return self._num_tasks
 
     @property
     def theta_variables(self):

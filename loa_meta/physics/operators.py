@@ -15,11 +15,13 @@ another subclass (``forward = P F S``, ``adjoint = S^H F^H P``) without touching
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import tensorflow as tf
 
 from loa_meta.physics.fft import fft2c, ifft2c
+from loa_meta.validation import check_in_range
 
 
 def _sum_hw(t: tf.Tensor) -> tf.Tensor:
@@ -80,10 +82,12 @@ class SingleCoilOperator(LinearOperator):
 
     def forward(self, x: tf.Tensor) -> tf.Tensor:
         """A x = P F x (on the full grid, zeros where unsampled)."""
+        x = tf.convert_to_tensor(x)
         return self._mask_as(x.dtype) * fft2c(x)
 
     def adjoint(self, y: tf.Tensor) -> tf.Tensor:
         """A^H y = F^H P^T y."""
+        y = tf.convert_to_tensor(y)
         return ifft2c(self._mask_as(y.dtype) * y)
 
 
@@ -117,7 +121,8 @@ def add_kspace_noise(
       mask: 0/1 mask broadcastable to ``y``; noise is added only where it is 1.
       sigma: noise standard deviation per real component, >= 0.
       snr_db: target signal-to-noise ratio in dB.
-      seed: integer seed; the noise is a deterministic function of (seed, shape).
+      seed: integer seed or int scalar tensor (so tf.data can vary it per batch); the noise is a
+        deterministic function of (seed, shape).
 
     Returns:
       Noisy k-space with the same shape and dtype as ``y``.
@@ -137,7 +142,9 @@ def add_kspace_noise(
         # mean |n|^2 = 2 sigma^2
         s = tf.sqrt(power / (2.0 * 10.0 ** (tf.cast(snr_db, rdt) / 10.0)))
         s = s[..., tf.newaxis, tf.newaxis]
-    seeds = tf.constant([seed, 0], tf.int64)
+    if snr_db is not None and not math.isfinite(check_in_range(snr_db, "snr_db")):
+        raise ValueError(f"Argument `snr_db` must be a finite number of dB, but received: {snr_db!r}")
+    seeds = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
     nr = tf.random.stateless_normal(tf.shape(y), seed=seeds, dtype=rdt)
     ni = tf.random.stateless_normal(tf.shape(y), seed=seeds + [0, 1], dtype=rdt)
     return y + tf.complex(s * m * nr, s * m * ni)

@@ -42,6 +42,9 @@ class TrainConfig:
       image_every: write TensorBoard images every this many steps (0 disables).
       log_every: absl.logging progress line every this many steps.
       eval_every: evaluate on the eval set every this many outer iterations (0 disables).
+      compile_steps: wrap the gradient computation in ``tf.function`` (True) or run it eagerly.
+        Tracing the second-order gradient through the unrolled LOANet (tf.cond / while_loop of the
+        Algorithm 1 safeguard) is expensive (minutes); eager is better for short runs and tests.
       model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
     """
 
@@ -59,6 +62,7 @@ class TrainConfig:
     image_every: int = 100
     log_every: int = 10
     eval_every: int = 0
+    compile_steps: bool = True
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":

@@ -278,7 +278,9 @@ class TrainingRun:
                 self.opt_omega.build(self.omega)
         strategy, mode, theta, omega = self.strategy, self.mode, self.theta, self.omega
 
-        @tf.function
+        maybe_function = tf.function if self.config.compile_steps else (lambda f: f)
+
+        @maybe_function
         def compute(batch_tr, batch_val, lam):
             out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
@@ -305,7 +307,7 @@ class TrainingRun:
         def apply_omega(grads):
             strategy.run(apply_o, args=(grads,))
 
-        @tf.function
+        @maybe_function
         def eval_fn(batch):
             pred = model(model_inputs(batch), training=False)
             return per_sample_loss(pred, batch["target"]), batch_psnr(pred, batch["target"])

@@ -1,0 +1,96 @@
+"""Benchmark of one bilevel (Algorithm 2) step: gradient of Eq. 18 + one Adam update.
+
+Usage:
+  python benchmarks/bench_training.py --config=small --runs=3
+  python benchmarks/bench_training.py --config=paper --runs=3
+
+"paper": 160x180 images, 11 phases, 4 tasks, J_tr = J_val = 2 per task (B_tr = B_val = 8 images,
+the paper's "batch size 8"). "small": 64x64, 3 phases, 2 tasks, J_tr = J_val = 2 per task.
+Reports the median wall time of ``--runs`` steps after one warm-up step, and the peak resident
+set size of the process (resource.getrusage ru_maxrss). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from loa_meta.models.loa_net import LOANet  # noqa: E402
+from loa_meta.physics.fft import fft2c  # noqa: E402
+from loa_meta.training.algorithm2 import penalty_objective_and_grads  # noqa: E402
+from loa_meta.training.loop import _make_adam  # noqa: E402
+from loa_meta.training.config import MetaConfig  # noqa: E402
+
+FLAGS = flags.DEFINE_string("config", "small", "small | paper")
+RUNS = flags.DEFINE_integer("runs", 3, "timed steps (median reported)")
+COMPILE = flags.DEFINE_bool("compile", False, "wrap the step in tf.function (tracing is slow)")
+SEED = flags.DEFINE_integer("seed", 0, "seed of the synthetic data")
+
+CONFIGS = {
+    "small": dict(h=64, w=64, phases=3, tasks=2, per_task=2),
+    "paper": dict(h=160, w=180, phases=11, tasks=4, per_task=2),
+}
+
+
+def _batch(c, rng):
+    n = c["tasks"] * c["per_task"]
+    yy, xx = np.mgrid[0 : c["h"], 0 : c["w"]]
+    imgs = np.stack([np.exp(-((yy - rng.uniform(20, c["h"] - 20)) ** 2 + (xx - rng.uniform(20, c["w"] - 20)) ** 2)
+                            / (2 * 15.0**2)) + 0.1 * rng.uniform(size=(c["h"], c["w"])) for _ in range(n)])
+    imgs = (imgs / imgs.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+    task = np.repeat(np.arange(c["tasks"]), c["per_task"]).astype(np.int32)
+    dens = np.linspace(0.1, 0.4, c["tasks"])[task]
+    masks = (rng.uniform(size=imgs.shape) < dens[:, None, None]).astype(np.float32)
+    k = masks * fft2c(tf.constant(imgs.astype(np.complex64))).numpy()
+    return {"kspace": tf.constant(k.astype(np.complex64)), "mask": tf.constant(masks),
+            "target": tf.constant(imgs), "task_id": tf.constant(task)}
+
+
+def main(argv):
+    del argv
+    c = CONFIGS[FLAGS.value]
+    rng = np.random.default_rng(SEED.value)
+    bt, bv = _batch(c, rng), _batch(c, rng)
+    model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
+    theta, omega = model.theta_variables, model.omega_variables
+    cfg = MetaConfig()
+    opt = _make_adam(cfg, cfg.learning_rate)
+    opt.build(theta)
+
+    def step(a, b, lam):
+        m, gt, go = penalty_objective_and_grads(model, a, b, lam)
+        opt.apply_gradients(zip(gt, theta))
+        return m["objective"]
+
+    if COMPILE.value:
+        step = tf.function(step)
+    lam = tf.constant(1e-5)
+    t0 = time.perf_counter()
+    step(bt, bv, lam)  # warm-up (and tracing when compiled)
+    warm = time.perf_counter() - t0
+    times = []
+    for _ in range(RUNS.value):
+        t0 = time.perf_counter()
+        float(step(bt, bv, lam))
+        times.append(time.perf_counter() - t0)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"config": FLAGS.value, **c, "batch_tr": c["tasks"] * c["per_task"],
+                      "compiled": COMPILE.value, "warmup_s": round(warm, 2),
+                      "step_s_median": round(float(np.median(times)), 3),
+                      "step_s_all": [round(t, 3) for t in times], "peak_rss_mb": round(rss_mb, 1),
+                      "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,325 @@
+r"""The paper's whole protocol (Section 5) with presets: training, adaptation, Tables 1-5, Figs. 1-6.
+
+Example::
+
+  python -m experiments.reproduce --data_dir=data/demo_t1 --workdir=runs/reproduce_cpu --preset=cpu
+
+Stages (each in its own sub-directory of ``--workdir``, skipped when its ``COMPLETE.json`` exists,
+so re-running the same command resumes):
+
+1. ``meta``                   meta-learning on the seen radial ratios (10/20/30/40 %);
+2. ``meta_reduced``           the same on two thirds of the train/val data ("meta-learning*");
+3. ``conv/<task>``            conventional learning per ratio: seen, unseen radial (15/25/35 %) and
+                              Cartesian (10-40 %) ratios (Tables 1, 3, 5);
+4. ``conv_reduced/<task>``    conventional on two thirds of the data ("conventional*");
+5. ``ista/<task>``            ISTA-Net+ per seen ratio (Table 1);
+6. ``adapt/<task>``           adaptation of the meta model's omega to each unseen task (Section 5.4);
+7. ``evaluation``             Tables (Markdown + CSV), comparison figures, Fig. 6 convergence plot,
+                              ``claims.json`` / ``summary.md`` comparing with the paper's claims.
+
+All stages share the masks in ``<workdir>/masks`` (built once from ``--mask_seed``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from absl import app, flags, logging
+
+from experiments import common, training_common as tc
+from experiments.presets import Preset, get_preset
+
+FLAGS = flags.FLAGS
+
+ZF, META, META_R, CONV, CONV_R, ISTA = ("Zero-filled", "Meta-learning", "Meta-learning*", "Conventional",
+                                       "Conventional*", "ISTA-Net+")
+
+
+class StageRunner:
+    """Runs named stages in sub-directories, skipping complete ones; logs progress with an ETA."""
+
+    def __init__(self, workdir: str, total: int):
+        self.workdir, self.total, self.done, self.t0 = workdir, total, 0, time.time()
+        self.run_seconds: List[float] = []
+        self.skipped: List[str] = []
+        self.ran: List[str] = []
+
+    def run(self, name: str, fn: Callable[[str], dict]) -> dict:
+        sub = os.path.join(self.workdir, name)
+        self.done += 1
+        if tc.is_complete(sub):
+            self.skipped.append(name)
+            logging.info("[%d/%d] stage %s already complete: skipped", self.done, self.total, name)
+            return tc.read_complete(sub)
+        t = time.time()
+        logging.info("[%d/%d] stage %s ...", self.done, self.total, name)
+        info = fn(sub)
+        if not tc.is_complete(sub):
+            tc.mark_complete(sub, info)
+        dt = time.time() - t
+        self.run_seconds.append(dt)
+        self.ran.append(name)
+        left = self.total - self.done
+        eta = left * (sum(self.run_seconds) / len(self.run_seconds))
+        logging.info("[%d/%d] stage %s done in %.0f s; elapsed %.0f s; ETA %.0f s for %d more stage(s)",
+                     self.done, self.total, name, dt, time.time() - self.t0, eta, left)
+        return info
+
+
+def _parse(specs) -> List:
+    from loa_meta.sampling import parse_task_spec
+
+    return [parse_task_spec(s) for s in specs]
+
+
+def _per_task_results(images, masks, model_paths: Dict[str, str], batch: int, keep, task_ids=None, sigma=False):
+    """Evaluate one model file per task (conventional, ISTA-Net+ or adapted meta models)."""
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
+
+    out = {}
+    for name, path in model_paths.items():
+        model = common.load_model(path, flag="model")
+        tid = 0 if task_ids is None else task_ids[name]
+        out.update(evaluate_model(model_reconstruct_fn(model), images, {name: masks[name]}, task_ids=[tid],
+                                  batch_size=batch, model=model if sigma else None, keep=keep))
+    return out
+
+
+def _strip(results):
+    return {m: {t: {k: v for k, v in r.items() if k != "examples"} for t, r in pt.items()} for m, pt in results.items()}
+
+
+def _mean(results, method, tasks) -> Optional[float]:
+    vals = [float(np.mean(results[method][t]["psnr"])) for t in tasks if t in results.get(method, {})]
+    return float(np.mean(vals)) if vals and len(vals) == len(tasks) else None
+
+
+def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], cart: Sequence[str]) -> dict:
+    """The paper's claims measured on this run (PSNR differences in dB; None when not run)."""
+    out = {}
+    t1 = tables.get("seen", {})
+
+    def diff(res, a, b, tasks):
+        ma, mb = _mean(res, a, tasks), _mean(res, b, tasks)
+        return None if ma is None or mb is None else ma - mb
+
+    def per_task_diff(res, a, b, tasks):
+        if a not in res or b not in res:
+            return None
+        return {t: float(np.mean(res[a][t]["psnr"]) - np.mean(res[b][t]["psnr"])) for t in tasks
+                if t in res[a] and t in res[b]}
+
+    out["meta_minus_conventional_seen_db"] = diff(t1, META, CONV, seen)  # paper: +1.54 (T1), +1.46 (T2)
+    out["meta_minus_conventional_seen_per_task_db"] = per_task_diff(t1, META, CONV, seen)
+    out["meta_minus_zero_filled_seen_per_task_db"] = per_task_diff(t1, META, ZF, seen)
+    out["conventional_minus_ista_seen_db"] = diff(t1, CONV, ISTA, seen)  # paper: > 0 at every ratio
+    out["conventional_minus_ista_per_task_db"] = per_task_diff(t1, CONV, ISTA, seen)
+    out["meta_reduced_minus_conventional_reduced_db"] = diff(t1, META_R, CONV_R, seen)
+    out["meta_reduced_minus_conventional_db"] = diff(t1, META_R, CONV, seen)
+    if META in t1:
+        sig = [t1[META][t].get("sigma_omega") for t in seen if t in t1[META]]
+        out["sigma_omega_seen"] = dict(zip(seen, sig))
+        s = [x for x in sig if x is not None]
+        out["sigma_omega_decreasing_with_ratio"] = bool(len(s) == len(seen) and all(a >= b for a, b in zip(s, s[1:])))
+    for key, tasks in (("unseen", unseen), ("cartesian", cart)):
+        res = tables.get(key, {})
+        out[f"meta_minus_conventional_{key}_db"] = diff(res, META, CONV, tasks)
+        out[f"meta_minus_conventional_{key}_per_task_db"] = per_task_diff(res, META, CONV, tasks)
+        out[f"meta_minus_zero_filled_{key}_per_task_db"] = per_task_diff(res, META, ZF, tasks)
+    return out
+
+
+def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mask_seed: int = 0,
+                 seen=None, unseen=None, cartesian=None, reduced: bool = True, ista: bool = True,
+                 conventional_unseen: bool = True, figures: bool = True, title: str = "") -> dict:
+    """Run the protocol; returns ``{"tables": paths, "claims": ..., "stages_run": [...], ...}``."""
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
+    from loa_meta.evaluation.tables import atomic_write_text, write_tables
+
+    seen = _parse(preset.seen_tasks if seen is None else seen)
+    unseen = _parse(preset.unseen_tasks if unseen is None else unseen)
+    cart = _parse(preset.cartesian_tasks if cartesian is None else cartesian)
+    new_tasks = unseen + cart
+    t_start = time.time()
+    mask_dir = os.path.join(workdir, "masks")
+    shape = tc.load_images(data_dir, "test", 1).shape[1:]
+    tc.task_masks(seen + new_tasks, shape, mask_seed, mask_dir)
+
+    conv_tasks = seen + (new_tasks if conventional_unseen else [])
+    n_stages = (1 + int(reduced) + len(conv_tasks) + (len(seen) if reduced else 0) + (len(seen) if ista else 0)
+                + len(new_tasks) + 1)
+    runner = StageRunner(workdir, n_stages)
+    kw = dict(seed=seed, mask_seed=mask_seed, mask_dir=mask_dir)
+    infos = {}
+    infos["meta"] = runner.run("meta", lambda d: tc.run_meta(data_dir, seen, d, preset, **kw))
+    if reduced:
+        infos["meta_reduced"] = runner.run("meta_reduced", lambda d: tc.run_meta(
+            data_dir, seen, d, preset, data_fraction=preset.reduced_fraction, **kw))
+    for t in conv_tasks:
+        infos[f"conv/{t.name}"] = runner.run(f"conv/{t.name}", lambda d, t=t: tc.run_conventional(
+            data_dir, t, d, preset, "loa", **kw))
+    if reduced:
+        for t in seen:
+            infos[f"conv_reduced/{t.name}"] = runner.run(f"conv_reduced/{t.name}", lambda d, t=t: tc.run_conventional(
+                data_dir, t, d, preset, "loa", data_fraction=preset.reduced_fraction, **kw))
+    if ista:
+        for t in seen:
+            infos[f"ista/{t.name}"] = runner.run(f"ista/{t.name}", lambda d, t=t: tc.run_conventional(
+                data_dir, t, d, preset, "ista_net_plus", **kw))
+    meta_model = os.path.join(workdir, "meta", tc.MODEL_FILE)
+    for t in new_tasks:
+        infos[f"adapt/{t.name}"] = runner.run(f"adapt/{t.name}", lambda d, t=t: tc.run_adapt(
+            meta_model, data_dir, t, d, preset, **kw))
+
+    def evaluation(d):
+        os.makedirs(d, exist_ok=True)
+        test = tc.load_images(data_dir, "test", preset.max_test)
+        masks = tc.task_masks(seen + new_tasks, test.shape[1:], mask_seed, mask_dir)
+        keep, batch = (0,), 8
+        tables: Dict[str, dict] = {}
+        outputs: Dict[str, str] = {}
+        names = [t.name for t in seen]
+        zf = evaluate_model(zero_filled_fn, test, masks, batch_size=batch, keep=keep)
+        # Tables 1 / 2: seen radial ratios.
+        res = {ZF: {n: zf[n] for n in names}}
+        if ista:
+            res[ISTA] = _per_task_results(test, masks, {n: os.path.join(workdir, "ista", n, tc.MODEL_FILE)
+                                                        for n in names}, batch, keep)
+        if reduced:
+            res[CONV_R] = _per_task_results(test, masks, {n: os.path.join(workdir, "conv_reduced", n, tc.MODEL_FILE)
+                                                          for n in names}, batch, keep)
+        res[CONV] = _per_task_results(test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE)
+                                                    for n in names}, batch, keep)
+        if reduced:
+            mr = common.load_model(os.path.join(workdir, "meta_reduced", tc.MODEL_FILE), flag="model")
+            res[META_R] = evaluate_model(model_reconstruct_fn(mr), test, {n: masks[n] for n in names},
+                                         task_ids=list(range(len(names))), batch_size=batch, model=mr, keep=keep)
+        mm = common.load_model(meta_model, flag="model")
+        res[META] = evaluate_model(model_reconstruct_fn(mm), test, {n: masks[n] for n in names},
+                                   task_ids=list(range(len(names))), batch_size=batch, model=mm, keep=keep)
+        tables["seen"] = res
+        # Tables 3 / 4 (unseen radial) and 5 (Cartesian): adapted meta models vs conventional.
+        for key, tasks in (("unseen", unseen), ("cartesian", cart)):
+            if not tasks:
+                continue
+            tn = [t.name for t in tasks]
+            r = {ZF: {n: zf[n] for n in tn}}
+            if conventional_unseen:
+                r[CONV] = _per_task_results(test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE)
+                                                          for n in tn}, batch, keep)
+            ids = {n: int(infos[f"adapt/{n}"]["task_id"]) for n in tn}
+            r[META] = _per_task_results(test, masks, {n: os.path.join(workdir, "adapt", n, tc.MODEL_FILE) for n in tn},
+                                        batch, keep, task_ids=ids, sigma=True)
+            tables[key] = r
+        captions = {"seen": "Tables 1-2: seen radial ratios", "unseen": "Tables 3-4: unseen radial ratios (adapted)",
+                    "cartesian": "Table 5: random Cartesian masks (adapted)"}
+        orders = {"seen": [ZF, ISTA, CONV_R, CONV, META_R, META], "unseen": [ZF, CONV, META], "cartesian": [ZF, CONV, META]}
+        md = [f"# Reproduction ({preset.name} preset){' - ' + title if title else ''}", ""]
+        for key, res_k in tables.items():
+            order = [m for m in orders[key] if m in res_k]
+            tn = list(next(iter(res_k.values())).keys())
+            paths = write_tables(_strip(res_k), os.path.join(d, f"table_{key}"), title=captions[key],
+                                 task_order=tn, method_order=order)
+            outputs[f"table_{key}"] = paths["markdown"]
+            outputs[f"table_{key}_csv"] = paths["csv"]
+            md += [open(paths["markdown"], encoding="utf-8").read(), ""]
+            if figures:
+                from loa_meta.evaluation.figures import comparison_figure
+
+                rec = {m: {t: res_k[m][t]["examples"][0] for t in tn} for m in order if m != ZF}
+                p = comparison_figure(os.path.join(d, f"figure_{key}.png"), np.abs(test[0]), rec,
+                                      {t: masks[t] for t in tn}, title=captions[key])
+                outputs[f"figure_{key}"] = p["path"]
+        # Fig. 6: phi and PSNR versus phase for the meta model on the seen tasks.
+        conv_curves = {}
+        if figures:
+            from loa_meta.evaluation.evaluate import convergence_curves
+            from loa_meta.evaluation.figures import convergence_figure
+
+            phi, ps = {}, {}
+            for i, n in enumerate(names):
+                c = convergence_curves(mm, test[:batch], masks[n], i)
+                if c is not None:
+                    phi[n], ps[n] = c["phi"], np.nan_to_num(c["psnr"], nan=float("nan"))
+                    conv_curves[n] = {"phi": [float(v) for v in c["phi"]], "psnr": [float(v) for v in c["psnr"]]}
+            if phi:
+                outputs["figure_convergence"] = convergence_figure(os.path.join(d, "convergence.png"), phi, ps,
+                                                                   title="Fig. 6: meta-learning")["path"]
+        cl = claims(tables, names, [t.name for t in unseen], [t.name for t in cart])
+        cl["convergence"] = conv_curves
+        if conv_curves:
+            cl["phi_decreasing_over_phases"] = {n: bool(np.all(np.diff(c["phi"]) <= 1e-6 * max(1.0, abs(c["phi"][0]))))
+                                                for n, c in conv_curves.items()}
+        atomic_write_text(os.path.join(d, "claims.json"), json.dumps(cl, indent=2, default=float) + "\n")
+        md += ["## Claims measured on this run", "", "```json", json.dumps(cl, indent=2, default=float), "```", ""]
+        outputs["summary"] = atomic_write_text(os.path.join(d, "summary.md"), "\n".join(md))
+        return {"outputs": outputs, "claims": cl}
+
+    ev = runner.run("evaluation", evaluation)
+    summary = {"workdir": workdir, "preset": preset.to_dict(), "stages_run": runner.ran, "stages_skipped": runner.skipped,
+               "seconds": time.time() - t_start, "outputs": ev["outputs"], "claims": ev["claims"]}
+    common.write_config_json(workdir, summary, name="reproduce_summary.json")
+    return summary
+
+
+# ----------------------------------------------------------------------------- app
+
+flags.DEFINE_string("data_dir", None, "Prepared dataset directory (data_prep.brats output).")
+flags.DEFINE_string("workdir", None, "Output directory; re-running with the same one skips finished stages.")
+flags.DEFINE_string("preset", "cpu", "paper, cpu or tiny (experiments/presets.py).")
+flags.DEFINE_integer("seed", 0, "Training seed.")
+flags.DEFINE_integer("mask_seed", 0, "Seed of every task mask.")
+flags.DEFINE_list("tasks", None, "Override: seen tasks (default radial 10/20/30/40%).")
+flags.DEFINE_list("unseen_tasks", None, "Override: unseen radial tasks (default radial 15/25/35%); 'none' for none.")
+flags.DEFINE_list("cartesian_tasks", None, "Override: Cartesian tasks (default cartesian 10-40%); 'none' for none.")
+flags.DEFINE_boolean("reduced", True, "Run the two-thirds-data variants (meta-learning*, conventional*).")
+flags.DEFINE_boolean("ista", True, "Train the ISTA-Net+ baseline on the seen tasks.")
+flags.DEFINE_boolean("figures", True, "Write comparison figures and the Fig. 6 convergence plot.")
+flags.DEFINE_string("title", "", "Caption added to the summary (e.g. 'T1, demo data').")
+
+
+def _task_flag(name):
+    v = FLAGS[name].value
+    if v is None:
+        return None
+    if len(v) == 1 and v[0].lower() == "none":
+        return []
+    return [str(t) for t in common.parse_tasks(v, flag=name)]
+
+
+def _main():
+    try:
+        preset = get_preset(FLAGS.preset)
+    except ValueError as e:
+        raise common.usage_error("preset", str(e)) from None
+    seen = _task_flag("tasks")
+    if seen is not None and not seen:
+        raise common.usage_error("tasks", "at least one seen task is required")
+    unseen, cart = _task_flag("unseen_tasks"), _task_flag("cartesian_tasks")
+    common.require_dir("data_dir", FLAGS.data_dir)
+    tc.load_images(FLAGS.data_dir, "test", 1)  # fail early on a bad dataset
+    workdir = common.prepare_workdir(FLAGS.workdir)
+    common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
+                             name="config.json")
+    s = run_protocol(FLAGS.data_dir, workdir, preset, FLAGS.seed, FLAGS.mask_seed, seen, unseen, cart,
+                     FLAGS.reduced, FLAGS.ista, True, FLAGS.figures, FLAGS.title)
+    print(open(s["outputs"]["summary"], encoding="utf-8").read())
+    print(f"stages run: {len(s['stages_run'])}, skipped: {len(s['stages_skipped'])}; "
+          f"TensorBoard: tensorboard --logdir {workdir}")
+
+
+_OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "tasks", "unseen_tasks", "cartesian_tasks", "reduced",
+        "ista", "figures", "title")
+
+
+def main(argv):
+    tc.run_app(_main, argv)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["data_dir", "workdir"])
+    app.run(main)

@@ -1,0 +1,109 @@
+"""experiments.reproduce: the protocol with --preset=tiny completes, writes the tables, and a re-run
+skips every completed stage; stage bookkeeping and the paper-claims summary in process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tests.test_experiments_train import run_app, write_prepared
+
+
+def _fake(psnr_by_task):
+    return {t: {"psnr": np.asarray(v, float), "ssim": np.zeros(len(v)), "nmse": np.zeros(len(v))}
+            for t, v in psnr_by_task.items()}
+
+
+def test_claims_are_psnr_differences_of_the_table_entries():
+    from experiments.reproduce import CONV, ISTA, META, ZF, claims
+
+    seen = ["radial_0.10", "radial_0.20"]
+    res = {ZF: _fake({"radial_0.10": [20, 22], "radial_0.20": [25, 25]}),
+           CONV: _fake({"radial_0.10": [23, 23], "radial_0.20": [27, 29]}),
+           ISTA: _fake({"radial_0.10": [22, 22], "radial_0.20": [28, 28]}),
+           META: _fake({"radial_0.10": [24, 26], "radial_0.20": [29, 29]})}
+    res[META]["radial_0.10"]["sigma_omega"] = 0.9
+    res[META]["radial_0.20"]["sigma_omega"] = 0.8
+    c = claims({"seen": res}, seen, [], [])
+    assert c["meta_minus_conventional_seen_per_task_db"] == {"radial_0.10": 2.0, "radial_0.20": 1.0}
+    assert c["meta_minus_conventional_seen_db"] == pytest.approx(1.5)
+    assert c["meta_minus_zero_filled_seen_per_task_db"] == {"radial_0.10": 4.0, "radial_0.20": 4.0}
+    assert c["conventional_minus_ista_per_task_db"] == {"radial_0.10": 1.0, "radial_0.20": 0.0}
+    assert c["sigma_omega_decreasing_with_ratio"] is True
+    res[META]["radial_0.20"]["sigma_omega"] = 0.95
+    assert claims({"seen": res}, seen, [], [])["sigma_omega_decreasing_with_ratio"] is False
+    assert c["meta_minus_conventional_unseen_db"] is None  # not run -> None, not a number
+
+
+def test_stage_runner_skips_complete_stages_and_counts(tmp_path):
+    from experiments.reproduce import StageRunner
+
+    calls = []
+
+    def stage(d):
+        os.makedirs(d, exist_ok=True)
+        calls.append(d)
+        return {"value": len(calls)}
+
+    r = StageRunner(str(tmp_path), 2)
+    assert r.run("a", stage)["value"] == 1 and r.run("b/c", stage)["value"] == 2
+    r2 = StageRunner(str(tmp_path), 2)
+    assert r2.run("a", stage)["value"] == 1 and r2.run("b/c", stage)["value"] == 2
+    assert len(calls) == 2 and r2.skipped == ["a", "b/c"] and r2.ran == []
+
+
+def test_reproduce_bad_flags(tmp_path):
+    prepared = write_prepared(str(tmp_path / "p"))
+    for args, flag in ((["--preset=huge"], "--preset"), (["--tasks=radial:2"], "--tasks"),
+                       (["--unseen_tasks=blob:0.1"], "--unseen_tasks")):
+        proc = run_app("experiments.reproduce", f"--data_dir={prepared}", f"--workdir={tmp_path}/w", *args)
+        assert proc.returncode != 0 and flag in proc.stderr, proc.stderr[-1500:]
+    proc = run_app("experiments.reproduce", f"--data_dir={tmp_path}/missing", f"--workdir={tmp_path}/w")
+    assert proc.returncode != 0 and "--data_dir" in proc.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
+    prepared = write_prepared(str(tmp_path / "p"))
+    wd = str(tmp_path / "rep")
+    args = (f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny", "--tasks=radial:0.2,radial:0.4",
+            "--unseen_tasks=radial:0.3", "--cartesian_tasks=none", "--noreduced", "--noista")
+    proc = run_app("experiments.reproduce", *args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ev = os.path.join(wd, "evaluation")
+    for f in ("table_seen.md", "table_seen.csv", "table_unseen.md", "table_unseen.csv", "claims.json",
+              "summary.md", "figure_seen.png", "COMPLETE.json"):
+        assert os.path.isfile(os.path.join(ev, f)), f
+    for stage in ("meta", "conv/radial_0.20", "conv/radial_0.40", "conv/radial_0.30", "adapt/radial_0.30"):
+        assert os.path.isfile(os.path.join(wd, stage, "COMPLETE.json")), stage
+        assert os.path.isfile(os.path.join(wd, stage, "model.keras")), stage
+    rows = list(csv.DictReader(open(os.path.join(ev, "table_seen.csv"))))
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("radial_0.20", "radial_0.40")
+                                                        for m in ("Zero-filled", "Conventional", "Meta-learning")}
+    psnr = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in rows}
+    claims = json.load(open(os.path.join(ev, "claims.json")))
+    for t in ("radial_0.20", "radial_0.40"):
+        assert claims["meta_minus_zero_filled_seen_per_task_db"][t] == pytest.approx(
+            psnr[(t, "Meta-learning")] - psnr[(t, "Zero-filled")], abs=1e-9)
+        assert 0.0 < [float(r["sigma_omega"]) for r in rows if r["task"] == t and r["method"] == "Meta-learning"][0] < 1.0
+    # More samples -> a better zero-filled image (sanity of the masks/evaluation wiring).
+    assert psnr[("radial_0.40", "Zero-filled")] > psnr[("radial_0.20", "Zero-filled")]
+    # every stage used the one mask set in <workdir>/masks
+    m = np.load(os.path.join(wd, "masks", "radial_0.30.npy"))
+    np.testing.assert_array_equal(m, np.load(os.path.join(wd, "adapt", "radial_0.30", "masks", "radial_0.30.npy")))
+    summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
+    assert len(summary["stages_run"]) == 6 and summary["stages_skipped"] == []
+
+    before = os.path.getmtime(os.path.join(ev, "table_seen.md"))
+    t0 = time.time()
+    proc = run_app("experiments.reproduce", *args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
+    assert summary["stages_run"] == [] and len(summary["stages_skipped"]) == 6
+    assert os.path.getmtime(os.path.join(ev, "table_seen.md")) == before
+    assert "already complete" in proc.stderr and time.time() - t0 < 120
