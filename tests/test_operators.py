@@ -187,3 +187,23 @@ def test_noise_bad_arguments():
         add_kspace_noise(y, m)
     with pytest.raises(ValueError, match="`sigma`"):
         add_kspace_noise(y, m, sigma=-1.0)
+
+
+def test_noise_accepts_tensor_seed_and_rejects_infinite_snr(rng):
+    y = tf.constant((rng.standard_normal((2, 6, 7)) + 1j * rng.standard_normal((2, 6, 7))).astype(np.complex64))
+    m = np.ones((6, 7), bool)
+    a = add_kspace_noise(y, m, sigma=0.1, seed=tf.constant(5))
+    b = add_kspace_noise(y, m, sigma=0.1, seed=5)
+    c = add_kspace_noise(y, m, sigma=0.1, seed=tf.constant(6))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert np.abs(a.numpy() - c.numpy()).max() > 1e-3
+    with pytest.raises(ValueError, match="snr_db"):
+        add_kspace_noise(y, m, snr_db=float("inf"))
+
+
+def test_operator_accepts_numpy_input(rng):
+    x = (rng.standard_normal((2, 6, 7)) + 1j * rng.standard_normal((2, 6, 7))).astype(np.complex64)
+    m = rng.random((6, 7)) < 0.5
+    op = SingleCoilOperator(m)
+    np.testing.assert_allclose(op.forward(x).numpy(), op.forward(tf.constant(x)).numpy())
+    np.testing.assert_allclose(op.adjoint(x).numpy(), op.adjoint(tf.constant(x)).numpy())

@@ -10,7 +10,8 @@ single-coil operator A = P F with unitary F the proximal map of G is exact and c
 
     prox_{tau G}(v) = F^H [ (F v + tau * y) / (1 + tau * P) ].
 
-Step sizes tau = sigma = 0.99 / sqrt(8) satisfy tau * sigma * ||D||^2 < 1. The iteration starts at
+Step sizes tau = 0.01 / lam (clipped to [0.05, 20]) and sigma = 0.99 / (8 tau) satisfy
+tau * sigma * ||D||^2 < 1 (||D||^2 <= 8). The iteration starts at
 the zero-filled image A^H y. It is written in TensorFlow (graph mode, batched over slices).
 
 An optional SigPy path (:func:`sigpy_tv_reconstruct`) uses ``sigpy.mri.app.TotalVariationRecon``
@@ -19,8 +20,7 @@ when SigPy is installed; SigPy's ``fft`` is also centred and orthonormal, so the
 
 from __future__ import annotations
 
-import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +29,6 @@ from absl import logging
 from loa_meta.physics.fft import fft2c, ifft2c
 from loa_meta.physics.operators import SingleCoilOperator
 from loa_meta.validation import check_in_range, check_positive_int
-
 
 
 def _primal_step(lam: float) -> float:
