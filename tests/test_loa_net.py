@@ -198,3 +198,11 @@ def test_bad_inputs():
         model.reconstruct(y, m)
     with pytest.raises(ValueError, match="num_phases"):
         LOANet(num_phases=0)
+
+
+def test_static_shape_graph_with_v_branch():
+    # static batch shapes inside tf.function (regression: while_loop shape invariants)
+    y, m, _ = data(2, seed=3)
+    model = make(num_phases=1, alpha0=2.0, tau0=8.0, max_backtracks=60)
+    out = tf.function(lambda d: model(d))(inputs(y, m, [0, 0]))
+    np.testing.assert_allclose(out.numpy(), model(inputs(y, m, [0, 0])).numpy(), atol=2e-3)

@@ -245,6 +245,14 @@ class LOAPhase(keras.layers.Layer):
                 cond,
                 body,
                 (tf.constant(0), step, v0, phi_v0, ok0, zeros_i),
+                shape_invariants=(
+                    tf.TensorShape([]),
+                    tf.TensorShape([None]),
+                    tf.TensorShape([None, None, None]),
+                    tf.TensorShape([None]),
+                    tf.TensorShape([None]),
+                    tf.TensorShape([None]),
+                ),
                 maximum_iterations=self.max_backtracks,
             )
             return v, phi_v, ok & need_v, nbt
