@@ -36,6 +36,31 @@ FLAGS = flags.DEFINE_string("config", "small", "small | paper")
 RUNS = flags.DEFINE_integer("runs", 3, "timed steps (median reported)")
 COMPILE = flags.DEFINE_bool("compile", False, "wrap the step in tf.function (tracing is slow)")
 SEED = flags.DEFINE_integer("seed", 0, "seed of the synthetic data")
+PHASES = flags.DEFINE_integer("phases", None, "override the number of phases")
+PER_TASK = flags.DEFINE_integer("per_task", None, "override J_tr = J_val per task")
+TASKS = flags.DEFINE_integer("tasks", None, "override the number of tasks")
+MAX_RSS_GB = flags.DEFINE_float("max_rss_gb", 8.0, "abort (exit 3) when the process RSS exceeds this")
+FIRST_ORDER = flags.DEFINE_bool("first_order", False, "time a conventional (first-order) step instead")
+
+
+def _watchdog(limit_gb, state):
+    """Exit before the machine runs out of memory (the eager 11-phase bilevel step exceeded 21 GB)."""
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def run():
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page / 2**30
+            state["max"] = max(state.get("max", 0.0), rss)
+            if rss > limit_gb:
+                print(json.dumps({"config": FLAGS.value, "aborted": f"RSS {rss:.1f} GB > {limit_gb} GB",
+                                  **state.get("c", {})}), flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=run, daemon=True).start()
 
 CONFIGS = {
     "small": dict(h=64, w=64, phases=3, tasks=2, per_task=2),
@@ -59,7 +84,12 @@ def _batch(c, rng):
 
 def main(argv):
     del argv
-    c = CONFIGS[FLAGS.value]
+    c = dict(CONFIGS[FLAGS.value])
+    for k, fl in (("phases", PHASES), ("per_task", PER_TASK), ("tasks", TASKS)):
+        if fl.value is not None:
+            c[k] = fl.value
+    state = {"c": c}
+    _watchdog(MAX_RSS_GB.value, state)
     rng = np.random.default_rng(SEED.value)
     bt, bv = _batch(c, rng), _batch(c, rng)
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
@@ -68,7 +98,16 @@ def main(argv):
     opt = _make_adam(cfg, cfg.learning_rate)
     opt.build(theta)
 
+    from loa_meta.training.losses import reconstruction_loss
+    from loa_meta.training.algorithm2 import model_inputs
+
     def step(a, b, lam):
+        if FIRST_ORDER.value:
+            with tf.GradientTape() as tape:
+                loss = reconstruction_loss(model(model_inputs(a), training=True), a["target"])
+            gt = tape.gradient(loss, theta)
+            opt.apply_gradients(zip(gt, theta))
+            return loss
         m, gt, go = penalty_objective_and_grads(model, a, b, lam)
         opt.apply_gradients(zip(gt, theta))
         return m["objective"]
@@ -86,7 +125,7 @@ def main(argv):
         times.append(time.perf_counter() - t0)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"config": FLAGS.value, **c, "batch_tr": c["tasks"] * c["per_task"],
-                      "compiled": COMPILE.value, "warmup_s": round(warm, 2),
+                      "compiled": COMPILE.value, "first_order": FIRST_ORDER.value, "watchdog_max_rss_gb": round(state.get("max", 0), 2), "warmup_s": round(warm, 2),
                       "step_s_median": round(float(np.median(times)), 3),
                       "step_s_all": [round(t, 3) for t in times], "peak_rss_mb": round(rss_mb, 1),
                       "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}))

@@ -268,18 +268,20 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
 
 # ----------------------------------------------------------------------------- app
 
-flags.DEFINE_string("data_dir", None, "Prepared dataset directory (data_prep.brats output).")
-flags.DEFINE_string("workdir", None, "Output directory; re-running with the same one skips finished stages.")
-flags.DEFINE_string("preset", "cpu", "paper, cpu or tiny (experiments/presets.py).")
-flags.DEFINE_integer("seed", 0, "Training seed.")
-flags.DEFINE_integer("mask_seed", 0, "Seed of every task mask.")
-flags.DEFINE_list("tasks", None, "Override: seen tasks (default radial 10/20/30/40%).")
-flags.DEFINE_list("unseen_tasks", None, "Override: unseen radial tasks (default radial 15/25/35%); 'none' for none.")
-flags.DEFINE_list("cartesian_tasks", None, "Override: Cartesian tasks (default cartesian 10-40%); 'none' for none.")
-flags.DEFINE_boolean("reduced", True, "Run the two-thirds-data variants (meta-learning*, conventional*).")
-flags.DEFINE_boolean("ista", True, "Train the ISTA-Net+ baseline on the seen tasks.")
-flags.DEFINE_boolean("figures", True, "Write comparison figures and the Fig. 6 convergence plot.")
-flags.DEFINE_string("title", "", "Caption added to the summary (e.g. 'T1, demo data').")
+def define_flags():
+    """Flags of the reproduce app (defined only when it runs, so quickstart can import this module)."""
+    flags.DEFINE_string("data_dir", None, "Prepared dataset directory (data_prep.brats output).")
+    flags.DEFINE_string("workdir", None, "Output directory; re-running with the same one skips finished stages.")
+    flags.DEFINE_string("preset", "cpu", "paper, cpu or tiny (experiments/presets.py).")
+    flags.DEFINE_integer("seed", 0, "Training seed.")
+    flags.DEFINE_integer("mask_seed", 0, "Seed of every task mask.")
+    flags.DEFINE_list("tasks", None, "Override: seen tasks (default radial 10/20/30/40%).")
+    flags.DEFINE_list("unseen_tasks", None, "Override: unseen radial tasks (default radial 15/25/35%); 'none' for none.")
+    flags.DEFINE_list("cartesian_tasks", None, "Override: Cartesian tasks (default cartesian 10-40%); 'none' for none.")
+    flags.DEFINE_boolean("reduced", True, "Run the two-thirds-data variants (meta-learning*, conventional*).")
+    flags.DEFINE_boolean("ista", True, "Train the ISTA-Net+ baseline on the seen tasks.")
+    flags.DEFINE_boolean("figures", True, "Write comparison figures and the Fig. 6 convergence plot.")
+    flags.DEFINE_string("title", "", "Caption added to the summary (e.g. 'T1, demo data').")
 
 
 def _task_flag(name):
@@ -321,5 +323,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["data_dir", "workdir"])
     app.run(main)

@@ -32,8 +32,13 @@ ArrayOrFloat = Union[float, np.ndarray]
 
 def _prepare(x, ref) -> Tuple[np.ndarray, np.ndarray, bool]:
     """Magnitudes as float64 (N, H, W) and whether the input was a single (H, W) slice."""
-    x = np.abs(np.asarray(x)).astype(np.float64)
-    ref = np.abs(np.asarray(ref)).astype(np.float64)
+    arrays = []
+    for name, a in (("x", x), ("ref", ref)):
+        a = np.asarray(a)
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"Argument `{name}` must be a real or complex numeric array, but received dtype: {a.dtype}")
+        arrays.append(np.abs(a).astype(np.float64))
+    x, ref = arrays
     if x.shape != ref.shape:
         raise ValueError(
             f"Arguments `x` and `ref` must have the same shape, but received: {x.shape} and {ref.shape}"

@@ -75,9 +75,13 @@ def check_one_of(value: Any, name: str, choices: Iterable[Any]) -> Any:
 def check_shape(shape: Sequence[int], name: str, rank: int) -> tuple:
     """Validate a static shape of the given rank with positive entries."""
     try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
+        ints = tuple(int(s) for s in shape)
+        integral = all(not isinstance(s, (bool, str, bytes)) and float(s) == i for s, i in zip(shape, ints))
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"Argument `{name}` must be a shape of {rank} positive integers, but received: {shape!r}") from None
+    if not integral:  # 12.5 or True are not sizes
+        raise ValueError(f"Argument `{name}` must be a shape of {rank} positive integers, but received: {shape!r}")
+    shape = ints
     if len(shape) != rank or any(s <= 0 for s in shape):
         raise ValueError(f"Argument `{name}` must be a shape of {rank} positive integers, but received: {shape!r}")
     return shape

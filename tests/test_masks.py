@@ -281,3 +281,33 @@ def test_render_mask_png(tmp_path):
     np.testing.assert_array_equal(img[::3, ::3] == 255, m)
     with pytest.raises(ValueError, match="`scale`"):
         render_mask_png(m, p, scale=0)
+
+
+def test_mask_ratio_benchmark_table(tmp_path):
+    """benchmarks/mask_ratios.py (source of the docs/masks.md table): ratios within 0.01, PNGs written."""
+    from benchmarks.mask_ratios import format_table, ratio_table
+
+    ratios = [0.1, 0.4]
+    rows = ratio_table((160, 180), ratios, seed=0, png_dir=str(tmp_path))
+    assert len(rows) == len(MASK_KINDS) * len(ratios)
+    for kind, r, achieved, _ in rows:
+        assert abs(achieved - r) <= 0.01, (kind, r, achieved)
+        assert (tmp_path / f"{kind}_{r:g}.png").stat().st_size > 0
+    table = format_table(rows, ratios, (160, 180))
+    assert table.count("\n") == len(MASK_KINDS) + 1 and "`radial`" in table
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="`shape`"):
+        make_mask("radial", (12.5, 14), 0.3)
+    with pytest.raises(ValueError, match="`shape`"):
+        make_mask("radial", (True, 14), 0.3)
+    with pytest.raises(ValueError, match="`ratio`.*NaN"):
+        make_mask("cartesian", (12, 14), float("nan"))
+    with pytest.raises(ValueError, match="`seed`"):
+        make_mask("cartesian", (12, 14), 0.3, seed="a")
+    assert sampling_ratio(np.eye(4)) == 0.25
+    with pytest.raises(ValueError, match="`mask`.*shape"):
+        sampling_ratio(np.ones(5))
+    with pytest.raises(ValueError, match="`mask`.*binary"):
+        sampling_ratio(np.full((3, 3), np.nan))

@@ -93,3 +93,7 @@ def test_bad_inputs(rng):
         ssim(x[:, :5, :5], ref[:, :5, :5])
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
         tf_psnr(tf.constant(x[0]), tf.constant(ref[0]))
+    with pytest.raises(ValueError, match="`x`.*numeric"):
+        psnr(np.full(x.shape, "a"), ref)
+    with pytest.raises(ValueError, match="`ref`.*numeric"):
+        nmse(x, np.full(ref.shape, "a"))

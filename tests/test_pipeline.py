@@ -96,6 +96,23 @@ def test_noise_statistics(rng, mask):
     assert abs(np.corrcoef(n1[:, mask].real.ravel(), n2[:, mask].real.ravel())[0, 1]) < 0.1  # fresh noise per batch
 
 
+def test_pipeline_noise_is_add_kspace_noise(images, mask):
+    """One noise model: batch k of the pipeline is add_kspace_noise(P F x, seed=seed * 2**32 + k)."""
+    sigma, seed = 0.05, 9
+    ds = task_dataset(images, mask, 0, batch_size=3, seed=seed, shuffle=False, noise_sigma=sigma)
+    for k, batch in enumerate(ds.take(2)):
+        clean = SingleCoilOperator(batch["mask"]).forward(batch["target"])
+        ref = add_kspace_noise(clean, batch["mask"], sigma=sigma, seed=tf.constant(seed * 2**32 + k, tf.int64))
+        np.testing.assert_allclose(batch["kspace"].numpy(), ref.numpy(), atol=1e-6)
+        assert np.abs(batch["kspace"].numpy() - clean.numpy()).max() > 0.01  # noise really present
+    ct = cross_task_dataset([images, images], [mask, ~mask], per_task_batch=2, seed=seed, shuffle=False,
+                            noise_sigma=sigma)
+    batch = next(iter(ct))
+    clean = SingleCoilOperator(batch["mask"]).forward(batch["target"])
+    ref = add_kspace_noise(clean, batch["mask"], sigma=sigma, seed=tf.constant(seed * 2**32, tf.int64))
+    np.testing.assert_allclose(batch["kspace"].numpy(), ref.numpy(), atol=1e-6)
+
+
 def test_cross_task_batches(rng):
     sets = [rng.random((4, H, W)).astype(np.float32) + 2 * i for i in range(3)]  # disjoint value ranges
     masks = [rng.random((H, W)) < r for r in (0.2, 0.4, 0.6)]
@@ -163,3 +180,21 @@ def test_input_validation(images, mask):
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         task_dataset(bad, mask, 0, 2)
+
+
+def test_bad_arguments_name_the_argument(images, mask):
+    with pytest.raises(ValueError, match="`images`.*NaN"):
+        simulate_kspace(np.where(images > 0.5, np.nan, images), mask)
+    with pytest.raises(ValueError, match="`mask`.*shape"):
+        simulate_kspace(images, mask[:5])
+    with pytest.raises(ValueError, match="`mask`.*binary"):
+        simulate_kspace(images, mask * 0.5)
+    with pytest.raises(ValueError, match="`images`"):
+        simulate_kspace(np.full((2, H, W), "a"), mask)
+    with pytest.raises(ValueError, match="`task_id`"):
+        task_dataset(images, mask, "a", batch_size=2)
+    with pytest.raises(ValueError, match=r"`task_ids\[1\]`"):
+        cross_task_dataset([images, images], [mask, mask], per_task_batch=1, task_ids=[0, 1.5])
+    # A (B, H, W) mask stack is accepted and matches the broadcast (H, W) mask.
+    stack = np.broadcast_to(mask, images.shape)
+    np.testing.assert_array_equal(simulate_kspace(images, stack).numpy(), simulate_kspace(images, mask).numpy())

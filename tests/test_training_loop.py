@@ -47,8 +47,17 @@ def test_meta_one_step_smoke_writes_config_summaries_and_checkpoint(tmp_path):
     assert len(hist["steps"]) == 1 and hist["steps"][0]["block"] == "theta"
     cfg2 = MetaConfig.from_dict(json.load(open(tmp_path / "config.json")))
     assert cfg2 == cfg
-    assert os.listdir(tmp_path / "tb" / "train") and os.listdir(tmp_path / "tb" / "val")
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt"))
+    tags = {}
+    for which in ("train", "val"):
+        tags[which] = set()
+        d = tmp_path / "tb" / which
+        for f in os.listdir(d):
+            for e in tf.compat.v1.train.summary_iterator(str(d / f)):
+                tags[which] |= {v.tag for v in e.summary.value}
+    assert {"loss_train", "penalty", "lambda", "delta", "grad_norm2", "kappa/task_0", "kappa/task_1"} <= tags["train"]
+    assert {"loss", "reconstruction", "zero_filled", "reference", "error_map"} <= tags["val"]
+    assert {"stage_end/psnr/task_0", "stage_end/ssim/task_1"} <= tags["val"]
 
 
 def test_meta_loss_decreases_on_fixed_batch_pair_and_omega_moves(tmp_path):
@@ -178,3 +187,18 @@ def test_config_validation_and_round_trip():
         MetaConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="kind"):
         ConventionalConfig.from_dict(c.to_dict())
+
+
+def test_progress_logger_eta_and_rate():
+    from loa_meta.training.progress import ProgressLogger
+
+    t = [0.0]
+    p = ProgressLogger(every=5, total_steps=20, clock=lambda: t[0])
+    p.start(0)
+    line = None
+    for step in range(1, 11):
+        t[0] += 2.0
+        line = p.update(step, images=4, loss=1.5, stage=1, num_phases=3) or line
+    assert p.images_per_second() == pytest.approx(2.0)
+    assert p.eta_seconds(10) == pytest.approx(20.0)
+    assert "step 10" in line and "phases 3" in line and "2.00 img/s" in line and "ETA 0m20s" in line

@@ -41,6 +41,26 @@ def simulate_kspace(images, mask, noise_sigma: float = 0.0, seed: int = 0) -> tf
       complex64 ``(B, H, W)``, zero where the mask is 0.
     """
     check_in_range(noise_sigma, "noise_sigma", low=0.0)
+    if not tf.is_tensor(images) and not tf.is_tensor(mask):
+        # NumPy input (the usual case): validate eagerly so errors name the argument.
+        arr = np.asarray(images)
+        if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(
+                f"Argument `images` must be a numeric array (H, W) or (B, H, W), but received "
+                f"shape {arr.shape} and dtype {arr.dtype}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("Argument `images` contains NaN or Inf values")
+        mask_arr = np.asarray(mask)
+        if mask_arr.ndim == 2:
+            _check_mask(mask_arr, arr.shape[-2:], "mask")
+        elif mask_arr.shape != arr.shape:
+            raise ValueError(
+                f"Argument `mask` must have shape {arr.shape[-2:]} (H, W) or {arr.shape} (B, H, W), "
+                f"but received shape: {mask_arr.shape}"
+            )
+        elif np.iscomplexobj(mask_arr) or not np.all((mask_arr == 0) | (mask_arr == 1)):
+            raise ValueError("Argument `mask` must be binary (0/1 or bool)")
     x = tf.convert_to_tensor(images)
     if not x.dtype.is_complex:
         x = tf.complex(tf.cast(x, tf.float32), tf.zeros_like(tf.cast(x, tf.float32)))
@@ -52,16 +72,13 @@ def simulate_kspace(images, mask, noise_sigma: float = 0.0, seed: int = 0) -> tf
     return y
 
 
-def _noise(shape, mask, sigma: float, seed_pair: tf.Tensor) -> tf.Tensor:
-    """Complex Gaussian noise with the model of ``add_kspace_noise`` but a tensor seed.
+def _batch_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
+    """Int64 scalar noise seed of batch ``step``: ``(seed mod (2**31 - 1)) * 2**32 + step`` (distinct per batch).
 
-    ``add_kspace_noise`` takes a Python integer seed; inside a ``tf.data`` map the seed must vary
-    per batch, so the batch counter is folded into a stateless seed pair here.
+    ``add_kspace_noise`` accepts this tensor seed, so the pipeline uses the same noise model as the
+    rest of the code base (one noise model); the batch counter makes the noise fresh per batch.
     """
-    nr = tf.random.stateless_normal(shape, seed=seed_pair, dtype=tf.float32)
-    ni = tf.random.stateless_normal(shape, seed=seed_pair + tf.constant([0, 1], tf.int64), dtype=tf.float32)
-    s = tf.constant(sigma, tf.float32)
-    return tf.complex(s * mask * nr, s * mask * ni)
+    return tf.constant(seed % _SEED_MOD, tf.int64) * tf.constant(2**32, tf.int64) + tf.cast(step, tf.int64)
 
 
 def _check_images(images, name: str) -> np.ndarray:
@@ -84,6 +101,17 @@ def _check_mask(mask, shape_hw, name: str) -> np.ndarray:
     if np.iscomplexobj(m) or not np.all((m == 0) | (m == 1)):
         raise ValueError(f"Argument `{name}` must be binary (0/1 or bool)")
     return m.astype(np.float32)
+
+
+def _as_task_id(value, name: str) -> int:
+    try:
+        tid = int(value)
+        ok = not isinstance(value, (bool, str, bytes)) and float(value) == tid and tid >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"Argument `{name}` must be an integer task index >= 0, but received: {value!r}")
+    return tid
 
 
 def _to_complex(x: tf.Tensor) -> tf.Tensor:
@@ -150,7 +178,7 @@ def task_dataset(
         )
     table = tf.constant(imgs)
     mask_t = tf.constant(m)
-    tid = int(task_id)
+    tid = _as_task_id(task_id, "task_id")
     sigma = float(noise_sigma)
     seed = int(seed)
 
@@ -160,8 +188,7 @@ def task_dataset(
         mb = tf.broadcast_to(mask_t, tf.concat([[b], tf.shape(mask_t)], 0))
         y = SingleCoilOperator(mb).forward(x)
         if sigma > 0:
-            pair = tf.stack([tf.constant(seed, tf.int64), step])
-            y = y + _noise(tf.shape(y), mb, sigma, pair)
+            y = add_kspace_noise(y, mb, sigma=sigma, seed=_batch_seed(seed, step))
         return {"kspace": y, "mask": mb, "target": x, "task_id": tf.fill([b], tf.constant(tid, tf.int32))}
 
     ds = _index_dataset(imgs.shape[0], batch_size, seed, shuffle, repeat, drop_remainder)
@@ -203,7 +230,8 @@ def cross_task_dataset(
         raise ValueError(
             f"Argument `masks` must have one mask per task ({n_tasks}), but received {len(masks)}"
         )
-    task_ids = list(range(n_tasks)) if task_ids is None else [int(t) for t in task_ids]
+    task_ids = list(range(n_tasks)) if task_ids is None else [
+        _as_task_id(t, f"task_ids[{i}]") for i, t in enumerate(task_ids)]
     if len(task_ids) != n_tasks:
         raise ValueError(f"Argument `task_ids` must have {n_tasks} entries, but received {len(task_ids)}")
     j = check_positive_int(per_task_batch, "per_task_batch")
@@ -242,8 +270,7 @@ def cross_task_dataset(
         x = tf.concat([_to_complex(tf.gather(tables[table_of_task[i]], idxs[i])) for i in range(n_tasks)], 0)
         y = SingleCoilOperator(mask_b).forward(x)
         if sigma > 0:
-            pair = tf.stack([tf.constant(seed, tf.int64), step])
-            y = y + _noise(tf.shape(y), mask_b, sigma, pair)
+            y = add_kspace_noise(y, mask_b, sigma=sigma, seed=_batch_seed(seed, step))
         return {"kspace": y, "mask": mask_b, "target": x, "task_id": tid_b}
 
     ds = tf.data.Dataset.zip(streams).enumerate()

@@ -337,5 +337,18 @@ def make_mask(kind: str, shape: Tuple[int, int], ratio: float, seed: int = 0, **
 
 
 def sampling_ratio(mask: np.ndarray) -> float:
-    """Fraction of sampled k-space locations, ``mask.mean()``."""
-    return float(np.mean(np.asarray(mask, bool)))
+    """Fraction of sampled k-space locations, ``mask.mean()``.
+
+    Args:
+      mask: binary (0/1 or bool) array ``(H, W)`` or a stack ``(..., H, W)``.
+
+    Returns:
+      The mean of the mask as a Python float.
+    """
+    m = np.asarray(mask)
+    if m.ndim < 2 or m.size == 0:
+        raise ValueError(f"Argument `mask` must be an array of shape (..., H, W), but received shape: {m.shape}")
+    if m.dtype != bool:
+        if not np.issubdtype(m.dtype, np.number) or np.iscomplexobj(m) or not np.all((m == 0) | (m == 1)):
+            raise ValueError("Argument `mask` must be binary (0/1 or bool); it holds other values (or NaN)")
+    return float(np.mean(m.astype(bool)))

@@ -43,7 +43,7 @@ from loa_meta.training.algorithm2 import (
 from loa_meta.training.config import StairwiseConfig, TrainConfig
 from loa_meta.training.losses import per_sample_loss, reconstruction_loss
 from loa_meta.training.progress import ProgressLogger
-from loa_meta.training.summaries import Summaries, batch_psnr
+from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
 
 _ZERO = tf.UnconnectedGradients.ZERO
 
@@ -310,7 +310,8 @@ class TrainingRun:
         @maybe_function
         def eval_fn(batch):
             pred = model(model_inputs(batch), training=False)
-            return per_sample_loss(pred, batch["target"]), batch_psnr(pred, batch["target"])
+            ref = tf.cast(batch["target"], pred.dtype)
+            return per_sample_loss(pred, batch["target"]), batch_psnr(pred, ref), batch_ssim(pred, ref)
 
         self.compute, self.apply_theta, self.apply_omega = compute, apply_theta, apply_omega
         self._eval_fn = eval_fn
@@ -388,16 +389,17 @@ class TrainingRun:
         if self.data.eval is None:
             return {"loss": float(self.state["monitor_ema"].numpy())}
         ev = self._eval_fn
-        losses, psnrs, tasks = [], [], []
+        losses, psnrs, ssims, tasks = [], [], [], []
         for batch in self.data.eval:
-            l, p = ev(batch)
-            losses.append(l.numpy()); psnrs.append(p.numpy())
+            l, p, s = ev(batch)
+            losses.append(l.numpy()); psnrs.append(p.numpy()); ssims.append(s.numpy())
             t = batch.get("task_id")
             tasks.append(np.zeros(len(l.numpy()), int) if t is None else t.numpy())
-        losses, psnrs, tasks = map(np.concatenate, (losses, psnrs, tasks))
+        losses, psnrs, ssims, tasks = map(np.concatenate, (losses, psnrs, ssims, tasks))
         out = {"loss": float(losses.mean())}
         for t in np.unique(tasks):
             out[f"psnr/task_{int(t)}"] = float(psnrs[tasks == t].mean())
+            out[f"ssim/task_{int(t)}"] = float(ssims[tasks == t].mean())
         return out
 
     # -- outer iterations ------------------------------------------------------------------------

@@ -7,10 +7,18 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-try:  # Eq. 21 PSNR from the metrics module if it has landed.
+try:  # Eqs. 21-22 from the metrics module.
     from loa_meta.metrics import tf_psnr as _tf_psnr  # type: ignore
+    from loa_meta.metrics import tf_ssim as _tf_ssim  # type: ignore
 except Exception:  # pragma: no cover - depends on the metrics module
-    _tf_psnr = None
+    _tf_psnr = _tf_ssim = None
+
+
+def batch_ssim(x: tf.Tensor, ref: tf.Tensor) -> tf.Tensor:
+    """Per-sample SSIM (Eq. 22) via ``loa_meta.metrics.tf_ssim``; NaN when unavailable."""
+    if _tf_ssim is None:
+        return tf.fill(tf.shape(x)[:1], float("nan"))
+    return tf.reshape(tf.cast(_tf_ssim(x, ref), tf.float32), [-1])
 
 
 def batch_psnr(x: tf.Tensor, ref: tf.Tensor) -> tf.Tensor:
