@@ -89,3 +89,19 @@ def test_bad_input_errors():
         layer(tf.zeros((1, 4, 4, 1)))
     with pytest.raises(ValueError, match="filters"):
         ComplexConv2D(filters=0)
+
+
+def test_real_and_imaginary_kernels_are_initialised_independently():
+    layer = ComplexConv2D(4)
+    layer.build((None, 8, 8, 2))
+    kr, ki = layer.kernel_real.numpy(), layer.kernel_imag.numpy()
+    assert np.abs(kr - ki).max() > 1e-3
+    # Both follow Glorot-uniform: bound sqrt(6 / (fan_in + fan_out)).
+    bound = np.sqrt(6.0 / (9 * 2 + 9 * 4))
+    assert np.abs(kr).max() <= bound and np.abs(ki).max() <= bound
+    seeded = ComplexConv2D(4, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=3))
+    seeded.build((None, 8, 8, 2))
+    again = ComplexConv2D(4, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=3))
+    again.build((None, 8, 8, 2))
+    np.testing.assert_array_equal(seeded.kernel_imag.numpy(), again.kernel_imag.numpy())
+    assert np.abs(seeded.kernel_real.numpy() - seeded.kernel_imag.numpy()).max() > 1e-3

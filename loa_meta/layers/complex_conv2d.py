@@ -8,6 +8,21 @@ import tensorflow as tf
 from loa_meta.validation import check_positive_int
 
 
+def _independent_copy(initializer):
+    """A copy of a seeded Keras initializer that draws different values.
+
+    Keras 3 random initializers fix their seed at construction, so calling the same instance twice
+    returns the same tensor; the imaginary kernel would then equal the real one. The copy gets a new
+    default seed (itself drawn from Keras' seeded global generator, so runs stay reproducible under
+    ``keras.utils.set_random_seed``), or ``seed + 1`` if the user fixed a seed.
+    """
+    config = initializer.get_config()
+    if "seed" not in config:
+        return initializer
+    seed = config["seed"]
+    return initializer.__class__.from_config({**config, "seed": None if seed is None else int(seed) + 1})
+
+
 @keras.saving.register_keras_serializable(package="loa_meta")
 class ComplexConv2D(keras.layers.Layer):
     """Complex 2D convolution ``w * z`` with ``w = w_r + i w_i`` and no bias, 'same' padding.
@@ -56,7 +71,7 @@ class ComplexConv2D(keras.layers.Layer):
             name="kernel_real", shape=shape, initializer=self.kernel_initializer, trainable=True
         )
         self.kernel_imag = self.add_weight(
-            name="kernel_imag", shape=shape, initializer=self.kernel_initializer, trainable=True
+            name="kernel_imag", shape=shape, initializer=_independent_copy(self.kernel_initializer), trainable=True
         )
 
     # -- helpers -------------------------------------------------------------------------

@@ -132,6 +132,13 @@ class ISTANetPlus(keras.Model):
         self.theta = []
         # All weights are independent of the image size, so they are created right away.
         self.build(None)
+        # tf.train.Checkpoint does not see inside Keras 3 lists: also expose every layer and scalar
+        # weight as a numbered attribute so training checkpoints save and restore all of them.
+        for k in range(self.num_phases):
+            for label in ("d", "f1", "f2", "b1", "b2", "g"):
+                setattr(self, f"conv_{label}_{k}", getattr(self, f"conv_{label}")[k])
+            setattr(self, f"rho_{k}", self.rho[k])
+            setattr(self, f"theta_{k}", self.theta[k])
 
     def build(self, input_shape=None):
         d = self.filters
