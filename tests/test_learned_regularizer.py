@@ -108,3 +108,25 @@ def test_layer_round_trips(rng):
     assert len(layer.trainable_variables) == 6
     with pytest.raises(TypeError, match="`x`"):
         layer.features(tf.zeros((1, 4, 4)))
+
+
+def test_every_kernel_is_initialised_independently_and_reproducibly():
+    # regression: one seeded initializer shared by the convs made w_2 == w_3 at initialisation
+    def kernels(**kw):
+        keras.utils.set_random_seed(7)
+        layer = LearnedRegularizer(num_layers=3, filters=4, **kw)
+        layer.build(None)
+        return [v.numpy() for v in layer.trainable_variables]
+
+    ks = kernels()
+    same_shape = [(i, j) for i in range(6) for j in range(i + 1, 6) if ks[i].shape == ks[j].shape]
+    assert len(same_shape) == 7  # (real, imag) of conv 1 and of conv 2..3
+    for i, j in same_shape:
+        assert np.abs(ks[i] - ks[j]).max() > 1e-3, (i, j)
+    for a, b in zip(ks, kernels()):  # reproducible under keras.utils.set_random_seed
+        np.testing.assert_array_equal(a, b)
+    seeded = kernels(kernel_initializer=keras.initializers.GlorotUniform(seed=5))
+    for a, b in zip(seeded, kernels(kernel_initializer=keras.initializers.GlorotUniform(seed=5))):
+        np.testing.assert_array_equal(a, b)
+    for i, j in same_shape:
+        assert np.abs(seeded[i] - seeded[j]).max() > 1e-3, (i, j)

@@ -202,3 +202,21 @@ def test_progress_logger_eta_and_rate():
     assert p.images_per_second() == pytest.approx(2.0)
     assert p.eta_seconds(10) == pytest.approx(20.0)
     assert "step 10" in line and "phases 3" in line and "2.00 img/s" in line and "ETA 0m20s" in line
+
+
+def test_meta_with_real_data_pipeline_checkpoints_iterators_and_continues(tmp_path):
+    from loa_meta.data.pipeline import cross_task_dataset, task_dataset
+    from tests.test_training_helpers import make_images, make_masks
+
+    imgs, masks = make_images(6, seed=1), make_masks(2, seed=1).astype(bool)
+    data = {"train": cross_task_dataset([imgs[:3], imgs[:3]], list(masks), per_task_batch=1, seed=0),
+            "val": cross_task_dataset([imgs[3:], imgs[3:]], list(masks), per_task_batch=1, seed=1),
+            "eval": task_dataset(imgs[3:], masks[1], task_id=1, batch_size=3, seed=0, shuffle=False, repeat=False)}
+    cfg = MetaConfig(max_steps=3, delta0=1e-12, delta_tol=1e-13, max_inner_iterations=2, checkpoint_every=1,
+                     log_every=50, image_every=0, stairwise={"enabled": False, "max_phases": 1})
+    model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    assert len(hist["steps"]) == 3 and hist["stages"][0]["psnr/task_1"] > 0
+    # a larger budget on the same workdir resumes (iterators, optimizers, step) and continues
+    cfg5 = MetaConfig.from_dict({**cfg.to_dict(), "max_steps": 5})
+    model, hist = train_meta(cfg5, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    assert [h["step"] for h in hist["steps"]] == [4, 5]

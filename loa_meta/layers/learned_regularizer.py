@@ -11,6 +11,22 @@ from loa_meta.layers.smoothed_relu import _as, smoothed_relu, smoothed_relu_deri
 from loa_meta.validation import check_positive, check_positive_int
 
 
+def _layer_initializer(initializer, q: int):
+    """Initializer for conv ``q``: an independent copy, so no two same-shaped kernels coincide.
+
+    Keras 3 random initializers fix their seed at construction, so one instance shared by layers
+    of the same shape would give them identical kernels (w_2 = w_3 at initialisation). Unseeded
+    initializers get a fresh default seed (drawn from Keras' seeded global generator, so
+    ``keras.utils.set_random_seed`` keeps runs reproducible); a user seed s becomes ``s + 2 q``
+    (``ComplexConv2D`` uses ``s + 2 q + 1`` for the imaginary kernel).
+    """
+    config = initializer.get_config()
+    if "seed" not in config:
+        return initializer
+    seed = config["seed"]
+    return initializer.__class__.from_config({**config, "seed": None if seed is None else int(seed) + 2 * q})
+
+
 def _per_sample(eps, real_dtype: tf.DType, rank: int) -> tf.Tensor:
     """Scalar or (B,) eps -> tensor broadcastable against a rank-`rank` batch tensor."""
     e = _as(eps, real_dtype)
@@ -70,7 +86,7 @@ class LearnedRegularizer(keras.layers.Layer):
                 ComplexConv2D(
                     filters=self.filters,
                     kernel_size=self.kernel_size,
-                    kernel_initializer=self.kernel_initializer,
+                    kernel_initializer=_layer_initializer(self.kernel_initializer, q),
                     dtype=self.dtype_policy,
                     name=f"conv_{q}",
                 ),

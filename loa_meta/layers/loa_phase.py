@@ -146,6 +146,8 @@ class LOAPhase(keras.layers.Layer):
         compute_diagnostics: bool = True,
         eps_tol=None,
         step_sizes=None,
+        carry=None,
+        return_carry: bool = False,
     ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
         """Run lines 3-16 of Algorithm 1 once.
 
@@ -161,9 +163,18 @@ class LOAPhase(keras.layers.Layer):
           eps_tol: overrides the layer's line-16 tolerance (used by the solver mode of LOANet).
           step_sizes: optional ``(alpha, tau)`` tensors used instead of this layer's weights (lets
             one compiled step serve every phase of a model).
+          carry: optional ``(phi, grad_phi, eps_c)`` returned by the previous step
+            (``return_carry=True``): phi_{eps_c}(x) ``(B,)`` and grad phi_{eps_c}(x) ``(B, H, W)`` at
+            this step's ``x``, evaluated at line 15 of the previous iteration. They are reused for
+            line 5 for every sample whose eps is unchanged (``eps_c == eps``); if any sample's eps
+            changed, phi and grad phi are recomputed and taken for exactly those samples, so each
+            sample's result does not depend on the rest of the batch. ``eps_c = NaN`` forces a
+            recomputation (a valid start value).
+          return_carry: also return the carry for the next step.
 
         Returns:
-          ``(x_next, eps_next, active_next, diagnostics)``; diagnostics holds ``(B,)`` tensors
+          ``(x_next, eps_next, active_next, diagnostics)`` (plus ``carry_next`` if
+          ``return_carry``); diagnostics holds ``(B,)`` tensors
           ``phi`` (phi_eps_t(x_t)), ``phi_next`` (phi_eps_t(x_{t+1})), ``branch`` (0 = u, 1 = v,
           2 = line search exhausted and x kept, -1 = inactive), ``backtracks`` (number of alpha
           reductions), ``eps`` (eps_t), ``grad_norm`` (||grad phi_eps_t(x_t)||).
@@ -191,6 +202,24 @@ class LOAPhase(keras.layers.Layer):
             r, gr = regularizer_value_and_grad(regularizer, v, eps, mode)
             return operator.data_term(v, y) + kappa * r, operator.data_grad(v, y) + kap * gr
 
+        def energy_and_grad_at_x():
+            """phi_eps(x), grad phi_eps(x): from the carry where valid, else computed."""
+            if carry is None:
+                return energy_and_grad(x)
+            c_phi, c_grad, c_eps = carry
+            c_phi = tf.broadcast_to(tf.cast(c_phi, rdt), [batch])
+            c_grad = tf.cast(c_grad, cdt)
+            stale = tf.not_equal(tf.broadcast_to(tf.cast(c_eps, rdt), [batch]), eps)
+
+            def recompute():
+                p, g = energy_and_grad(x)
+                return tf.where(stale, p, c_phi), tf.where(stale[:, tf.newaxis, tf.newaxis], g, c_grad)
+
+            return tf.cond(tf.reduce_any(stale), recompute, lambda: (tf.identity(c_phi), tf.identity(c_grad)))
+
+        def finish(out, carry_next):
+            return out + (carry_next,) if return_carry else out
+
         act_img = active[:, tf.newaxis, tf.newaxis]
         zeros_i = tf.zeros([batch], tf.int32)
 
@@ -203,14 +232,18 @@ class LOAPhase(keras.layers.Layer):
         if not self.safeguard:
             x_next = tf.where(act_img, u, x)
             diag = {"branch": tf.where(active, BRANCH_U, BRANCH_INACTIVE), "backtracks": zeros_i, "eps": eps}
+            carry_next = carry
             if compute_diagnostics:
-                phi_x, grad_phi = energy_and_grad(x)
-                diag.update(phi=phi_x, phi_next=energy(x_next), grad_norm=tf.sqrt(tf.stop_gradient(_sqnorm(grad_phi))))
-            return x_next, eps, active, diag
+                phi_x, grad_phi = energy_and_grad_at_x()
+                phi_next, grad_next = energy_and_grad(x_next)
+                diag.update(phi=phi_x, phi_next=phi_next, grad_norm=tf.sqrt(tf.stop_gradient(_sqnorm(grad_phi))))
+                carry_next = (phi_next, grad_next, eps)
+            return finish((x_next, eps, active, diag), carry_next)
 
-        # line 5
-        phi_x, grad_phi = energy_and_grad(x)
-        phi_u = energy(u)
+        # line 5 (phi and grad phi at x usually come from line 15 of the previous iteration; phi and
+        # grad phi at u are evaluated together: u is the usual x_{t+1}, whose gradient line 15 needs)
+        phi_x, grad_phi = energy_and_grad_at_x()
+        phi_u, grad_phi_u = energy_and_grad(u)
         a = _as(self.a, rdt)
         du2 = tf.stop_gradient(_sqnorm(u - x))
         g2 = tf.stop_gradient(_sqnorm(grad_phi))
@@ -255,30 +288,32 @@ class LOAPhase(keras.layers.Layer):
                 ),
                 maximum_iterations=self.max_backtracks,
             )
-            return v, phi_v, ok & need_v, nbt
+            # grad phi at the accepted v, for line 15 (with the same eps_t)
+            _, grad_v = energy_and_grad(v)
+            return v, phi_v, ok & need_v, nbt, grad_v
 
         def no_v_branch():
-            return x, phi_x, tf.zeros([batch], tf.bool), zeros_i
+            return x, phi_x, tf.zeros([batch], tf.bool), zeros_i, grad_phi
 
-        v, phi_v, accept_v, backtracks = tf.cond(tf.reduce_any(need_v), v_branch, no_v_branch)
+        v, phi_v, accept_v, backtracks, grad_phi_v = tf.cond(tf.reduce_any(need_v), v_branch, no_v_branch)
 
         take_u = active & accept_u
         take_v = need_v & accept_v
-        x_next = tf.where(
-            take_u[:, tf.newaxis, tf.newaxis], u, tf.where(take_v[:, tf.newaxis, tf.newaxis], v, x)
-        )
+        take_u_img, take_v_img = take_u[:, tf.newaxis, tf.newaxis], take_v[:, tf.newaxis, tf.newaxis]
+        x_next = tf.where(take_u_img, u, tf.where(take_v_img, v, x))
         phi_next = tf.where(take_u, phi_u, tf.where(take_v, phi_v, phi_x))
         branch = tf.where(
             ~active, BRANCH_INACTIVE, tf.where(accept_u, BRANCH_U, tf.where(accept_v, BRANCH_V, BRANCH_KEPT))
         )
 
-        # line 15 (gradient of phi_{eps_t} at x_{t+1})
-        _, grad_phi_next = energy_and_grad(x_next)
+        # line 15 (gradient of phi_{eps_t} at x_{t+1}, already evaluated above for each branch)
+        grad_phi_next = tf.where(take_u_img, grad_phi_u, tf.where(take_v_img, grad_phi_v, grad_phi))
         thresh = _as(self.sigma * self.gamma, rdt) * tf.stop_gradient(eps)
         reduce_eps = active & (tf.stop_gradient(_sqnorm(grad_phi_next)) < thresh * thresh)
         eps_next = tf.where(reduce_eps, _as(self.gamma, rdt) * eps, eps)
         # line 16 (tested on eps_t, as written)
-        active_next = active & ~(_as(self.sigma, rdt) * tf.stop_gradient(eps) < _as(self.eps_tol if eps_tol is None else eps_tol, rdt))
+        tol = _as(self.eps_tol if eps_tol is None else eps_tol, rdt)
+        active_next = active & ~(_as(self.sigma, rdt) * tf.stop_gradient(eps) < tol)
 
         diag = {
             "phi": phi_x,
@@ -288,7 +323,7 @@ class LOAPhase(keras.layers.Layer):
             "eps": eps,
             "grad_norm": tf.sqrt(g2),
         }
-        return x_next, eps_next, active_next, diag
+        return finish((x_next, eps_next, active_next, diag), (phi_next, grad_phi_next, eps))
 
     def get_config(self):
         return {

@@ -8,7 +8,6 @@ reconstructions are unchanged.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import tensorflow as tf

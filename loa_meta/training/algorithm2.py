@@ -23,7 +23,7 @@ lambda <- nu_lambda lambda. The outer ``while delta > delta_tol`` (line 3) is dr
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -21,8 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import keras
 import numpy as np
@@ -40,7 +39,7 @@ from loa_meta.training.algorithm2 import (
     replica_slice,
     run_algorithm2_iteration,
 )
-from loa_meta.training.config import StairwiseConfig, TrainConfig
+from loa_meta.training.config import TrainConfig
 from loa_meta.training.losses import per_sample_loss, reconstruction_loss
 from loa_meta.training.progress import ProgressLogger
 from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
@@ -507,6 +506,10 @@ class TrainingRun:
             checkpointing.restore(self.ckpt, path)
             logging.info("Resumed from %s (step %d, stage %d, %d phases).", path, int(self.state["step"].numpy()),
                          int(self.state["stage"].numpy()), int(self.state["num_phases"].numpy()))
+            if int(self.state["finished"].numpy()) and self._stage_over() is None:
+                # the run had stopped on a budget that the new config raises: continue it
+                logging.info("Finished run in %s continues with the larger budget.", self.workdir)
+                self.state["finished"].assign(0)
         else:
             sw = self.stairwise
             p0 = self.initial_phases or 0
