@@ -206,3 +206,89 @@ def test_static_shape_graph_with_v_branch():
     model = make(num_phases=1, alpha0=2.0, tau0=8.0, max_backtracks=60)
     out = tf.function(lambda d: model(d))(inputs(y, m, [0, 0]))
     np.testing.assert_allclose(out.numpy(), model(inputs(y, m, [0, 0])).numpy(), atol=2e-3)
+
+
+def test_checkpoint_and_weights_after_add_phase_and_add_task(tmp_path):
+    # a model grown by stair training (add_phase) and adaptation (add_task) restores into a freshly
+    # built model of the same size: every variable is saved, matched and loaded
+    y, m, _ = data(2, seed=7)
+    model = make(num_phases=1, num_tasks=1, alpha0=0.3, tau0=0.2)
+    model.add_phase()
+    model.add_task(1.0)
+    model.add_phase()
+    for t, ph in enumerate(model.phases):
+        ph.alpha.assign(0.1 + 0.1 * t)
+        ph.tau.assign(0.05 + 0.05 * t)
+    model.eps0_var.assign(2e-3)
+    feed = inputs(y, m, [0, 1])
+    ref = model(feed).numpy()
+    save_path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt" / "c"))
+    saved = [name for name, _ in tf.train.list_variables(save_path) if "/.ATTRIBUTES/VARIABLE_VALUE" in name]
+    assert len([n for n in saved if n.startswith("model/")]) == len(model.variables) == 6 + 2 * 3 + 1 + 2
+    fresh = make(seed=11, num_phases=3, num_tasks=2)
+    status = tf.train.Checkpoint(model=fresh).restore(save_path)
+    status.assert_existing_objects_matched()
+    for a, b in zip(model.variables, fresh.variables):
+        assert a.path.split("/", 1)[1] == b.path.split("/", 1)[1]  # same order (model names differ)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(fresh(feed).numpy(), ref, atol=1e-6)
+    # get_weights / set_weights use the same order for a grown and a freshly built model
+    other = make(seed=12, num_phases=3, num_tasks=2)
+    other.set_weights(model.get_weights())
+    np.testing.assert_allclose(other(feed).numpy(), ref, atol=1e-6)
+    path = str(tmp_path / "grown.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)(feed).numpy(), ref, atol=1e-6)
+
+
+def test_reuse_of_line15_gradient_changes_nothing():
+    # eps is reduced at line 15 for sample 0 only; both branches occur
+    y, m, _ = data(3, seed=4)
+    model = make(num_phases=3, num_tasks=3, alpha0=0.5, tau0=2.0, eps0=1e-3)
+    for i, w in enumerate([-4.0, 0.0, 4.0]):
+        model.omegas[i].assign(w)
+    tid = [0, 1, 2]
+    x_new, d_new = model.reconstruct(y, m, tid, return_diagnostics=True)
+    out_new = model(inputs(y, m, tid)).numpy()
+    model._reuse_energy_grad = False
+    x_old, d_old = model.reconstruct(y, m, tid, return_diagnostics=True)
+    out_old = model(inputs(y, m, tid)).numpy()
+    eps_changed = d_new["eps"][1:] != d_new["eps"][:-1]
+    assert eps_changed.any() and (~eps_changed).any(), d_new["eps"]  # both cases exercised
+    assert (d_new["branch"] == 0).any() and (d_new["branch"] == 1).any(), d_new["branch"]
+    np.testing.assert_allclose(x_new.numpy(), x_old.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out_new, out_old, atol=1e-6)
+    for k in d_old:
+        np.testing.assert_allclose(d_new[k], d_old[k], rtol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("safeguard", [True, False])
+def test_iterates_for_per_phase_psnr(safeguard):
+    y, m, _ = data(2, seed=2)
+    model = make(num_phases=3, num_tasks=2, alpha0=0.5, tau0=2.0, safeguard=safeguard)
+    x, d = model.reconstruct(y, m, [0, 1], return_diagnostics=True, return_iterates=True)
+    xs = d["iterates"]
+    assert xs.shape == (4, 2, 12, 14) and xs.dtype == np.complex64
+    np.testing.assert_array_equal(xs[-1], x.numpy())
+    np.testing.assert_allclose(xs[0], np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(y.numpy() * m.numpy(), axes=(1, 2)), norm="ortho"), axes=(1, 2)), atol=1e-6)
+    for t in (1, 2):
+        np.testing.assert_allclose(xs[t], model.reconstruct(y, m, [0, 1], num_iterations=t).numpy(), atol=1e-6)
+    assert np.abs(xs[1] - xs[0]).max() > 1e-3 and np.abs(xs[2] - xs[1]).max() > 1e-4
+    # solver mode: one iterate per executed iteration
+    _, ds = model.reconstruct(y, m, [0, 1], return_diagnostics=True, return_iterates=True, num_iterations=5)
+    assert ds["iterates"].shape[0] == ds["phi"].shape[0] + 1 == 6
+    with pytest.raises(ValueError, match="return_iterates"):
+        model.reconstruct(y, m, [0, 1], return_iterates=True)
+
+
+@pytest.mark.parametrize("safeguard", [True, False])
+def test_jit_compile_matches_graph(safeguard):
+    y, m, _ = data(2, seed=3)
+    model = make(num_phases=3, num_tasks=1, safeguard=safeguard, alpha0=0.5, tau0=0.5)
+    x, d = model.reconstruct(y, m, return_diagnostics=True)
+    xj, dj = model.reconstruct(y, m, return_diagnostics=True, jit_compile=True)
+    np.testing.assert_allclose(xj.numpy(), x.numpy(), atol=1e-5)
+    assert np.abs(x.numpy() - model.reconstruct(y, m, num_iterations=1).numpy()).max() > 1e-3  # not trivial
+    np.testing.assert_array_equal(dj["branch"], d["branch"])
+    np.testing.assert_allclose(dj["phi"], d["phi"], rtol=1e-5)
+    np.testing.assert_allclose(model.reconstruct(y, m, jit_compile=True).numpy(), x.numpy(), atol=1e-5)

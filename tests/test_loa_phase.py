@@ -206,3 +206,30 @@ def test_config_and_errors():
         LOAPhase(grad_mode="numeric")
     with pytest.raises(ValueError, match="rho"):
         LOAPhase(rho=1.0)
+
+
+def test_carry_reuses_line15_gradient_per_sample():
+    # sample 0 has a huge eps (reduced at line 15 -> its carry is stale), samples 1-2 keep eps
+    img, mask, op, y, reg, phase = setup(batch=3, alpha0=0.5, tau0=1.0)
+    kappa = tf.constant([0.5, 0.9, 0.2])
+    eps = tf.constant([1e3, 1e-3, 2e-3])
+    active = tf.constant([True, True, True])
+    x0 = op.zero_filled(y)
+    x1, e1, a1, d1, c1 = phase.step(reg, op, x0, y, kappa, eps, active, return_carry=True)
+    assert e1.numpy()[0] < 1e3 and np.all(e1.numpy()[1:] == eps.numpy()[1:])
+    # the carry is phi_{eps_t} and grad phi_{eps_t} at x_{t+1}
+    phi_c, grad_c, eps_c = c1
+    np.testing.assert_allclose(phi_c.numpy(), energy(op, reg, x1, y, kappa, eps), rtol=1e-5)
+    grad_ref = op.data_grad(x1, y) + tf.cast(kappa, tf.complex64)[:, None, None] * reg.grad(x1, eps)
+    np.testing.assert_allclose(grad_c.numpy(), grad_ref.numpy(), atol=1e-5 * np.abs(grad_ref.numpy()).max())
+    with_carry = phase.step(reg, op, x1, y, kappa, e1, a1, carry=c1)
+    without = phase.step(reg, op, x1, y, kappa, e1, a1)
+    np.testing.assert_allclose(with_carry[0].numpy(), without[0].numpy(), atol=1e-6)
+    for key in ("phi", "grad_norm", "phi_next"):
+        np.testing.assert_allclose(with_carry[3][key].numpy(), without[3][key].numpy(), rtol=1e-6)
+    # a stale carry (wrong values) is ignored only where eps changed: a deliberately wrong carry
+    # for sample 0 must not matter, while samples 1-2 use it
+    bad = (c1[0] + tf.constant([1e6, 0.0, 0.0]), c1[1], c1[2])
+    x2b = phase.step(reg, op, x1, y, kappa, e1, a1, carry=bad)
+    np.testing.assert_allclose(x2b[0].numpy()[0], without[0].numpy()[0], atol=1e-6)
+    np.testing.assert_allclose(x2b[3]["phi"].numpy()[0], without[3]["phi"].numpy()[0], rtol=1e-6)

@@ -70,6 +70,15 @@ def test_loanet_meta_stairwise_resume_and_adaptation(tmp_path):
     l0 = _loss(ref, va)
     model, hist = train_meta(cfg, str(tmp_path / "meta"), data, model_fn=build)
     assert [s["num_phases"] for s in hist["stages"]] == [1, 2]
+    # item 8: eps_t per phase (Algorithm 1 diagnostics) and per-task PSNR/SSIM on B_val in TensorBoard
+    import os
+
+    tags = set()
+    d = tmp_path / "meta" / "tb" / "val"
+    for f in os.listdir(d):
+        for e in tf.compat.v1.train.summary_iterator(str(d / f)):
+            tags |= {v.tag for v in e.summary.value}
+    assert {"eps/phase_0", "eps/phase_1", "batch_psnr/task_1", "batch_ssim/task_0"} <= tags, tags
     assert len(hist["steps"]) == 12 and {h["block"] for h in hist["steps"]} == {"theta", "omega"}
     assert _loss(model, va) < 0.9 * l0
     # re-running on the finished workdir rebuilds the right number of phases, restores and matches

@@ -18,7 +18,7 @@ from loa_meta.training import (
     train_conventional,
     train_meta,
 )
-from loa_meta.training.algorithm2 import model_inputs
+from loa_meta.training.algorithm2 import Algorithm2Schedule, model_inputs
 from loa_meta.training.losses import reconstruction_loss
 from tests.test_training_helpers import ToyUnrolled, fixed_batch, make_arrays, make_dataset
 
@@ -40,10 +40,17 @@ def _loss(model, arr):
     return float(reconstruction_loss(model(model_inputs(b)), b["target"]))
 
 
-def test_meta_one_step_smoke_writes_config_summaries_and_checkpoint(tmp_path):
+def test_meta_one_step_smoke_writes_config_summaries_and_checkpoint(tmp_path, caplog):
+    import logging
+
     _, _, data = _meta_data()
     cfg = MetaConfig(max_steps=1, summary_every=1, image_every=1, log_every=1, stairwise={"enabled": False, "max_phases": 1})
-    model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    with caplog.at_level(logging.INFO):
+        model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    # item 12: progress line with loss, images/s, ETA (step budget) and the Algorithm 2 outer-loop position
+    n_outer = Algorithm2Schedule(1e-3, 0.95, 4.35e-6, 1e-5, 1.001).outer_iterations_to_tol()
+    line = [r.getMessage() for r in caplog.records if "img/s" in r.getMessage()][0]
+    assert "step 1 |" in line and "loss" in line and "ETA 0m00s" in line and "outer 1/%d" % n_outer in line, line
     assert len(hist["steps"]) == 1 and hist["steps"][0]["block"] == "theta"
     cfg2 = MetaConfig.from_dict(json.load(open(tmp_path / "config.json")))
     assert cfg2 == cfg
@@ -56,7 +63,10 @@ def test_meta_one_step_smoke_writes_config_summaries_and_checkpoint(tmp_path):
             for e in tf.compat.v1.train.summary_iterator(str(d / f)):
                 tags[which] |= {v.tag for v in e.summary.value}
     assert {"loss_train", "penalty", "lambda", "delta", "grad_norm2", "kappa/task_0", "kappa/task_1"} <= tags["train"]
+    assert {"grad_theta_norm2", "grad_omega_norm2", "grad_tr_norm2", "objective"} <= tags["train"]
+    assert any(t.startswith("params/") and "step_0" in t for t in tags["train"]), tags["train"]
     assert {"loss", "reconstruction", "zero_filled", "reference", "error_map"} <= tags["val"]
+    assert {"batch_psnr/task_0", "batch_psnr/task_1", "batch_ssim/task_0", "batch_ssim/task_1"} <= tags["val"]
     assert {"stage_end/psnr/task_0", "stage_end/ssim/task_1"} <= tags["val"]
 
 

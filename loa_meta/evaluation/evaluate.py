@@ -200,9 +200,10 @@ def convergence_curves(model, images: np.ndarray, mask: np.ndarray, task_id: int
     """Fig. 6 curves of a LOANet: mean objective phi and mean PSNR after each phase.
 
     phi per phase is read from ``model.reconstruct(y, m, t, return_diagnostics=True)``
-    (``phi_next`` = phi_eps_t(x_{t+1}), else ``phi``). The PSNR after phase t uses per-phase iterates
-    when the diagnostics hold them (``x_phases`` or a similar key), else ``x_t`` is recomputed with
-    ``reconstruct(..., num_iterations=t)`` for t = 1..T.
+    (``phi_next`` = phi_eps_t(x_{t+1}), else ``phi``). The PSNR after phase t uses the iterates
+    x_1..x_T of the same run when the model offers them (``reconstruct(..., return_iterates=True)``
+    of LOANet, or an ``x_phases``-like diagnostics key): one pass. Otherwise ``x_t`` is recomputed
+    with ``reconstruct(..., num_iterations=t)`` for t = 1..T.
 
     Args:
       model: a model whose ``reconstruct`` accepts ``return_diagnostics``.
@@ -227,7 +228,10 @@ def convergence_curves(model, images: np.ndarray, mask: np.ndarray, task_id: int
     m = tf.broadcast_to(tf.constant(np.asarray(mask, np.float32)), (b, h, w))
     y = SingleCoilOperator(m).forward(tf.constant(images.astype(np.complex64)))
     tid = tf.fill((b,), tf.constant(int(task_id), tf.int32))
-    out, diag = model.reconstruct(y, m, tid, return_diagnostics=True)
+    if "return_iterates" in params:
+        out, diag = model.reconstruct(y, m, tid, return_diagnostics=True, return_iterates=True)
+    else:
+        out, diag = model.reconstruct(y, m, tid, return_diagnostics=True)
     num_phases = getattr(model, "num_phases", None)
     num_phases = int(num_phases) if num_phases is not None else None
     if not isinstance(diag, Mapping):
@@ -242,6 +246,10 @@ def convergence_curves(model, images: np.ndarray, mask: np.ndarray, task_id: int
         return None
     phi = phi.reshape(phi.shape[0], -1).astype(np.float64).mean(axis=1)
     gt = np.abs(images)
+    if isinstance(diag.get("iterates"), np.ndarray) and diag["iterates"].shape == (phi.shape[0] + 1, b, h, w):
+        xs = diag["iterates"][1:]  # x_1 .. x_T (iterates[0] is the zero filling x_0)
+        curve = np.array([np.mean(psnr(np.abs(xs[t]), gt)) for t in range(xs.shape[0])])
+        return {"phi": phi, "psnr": curve}
     for key in _ITERATE_KEYS:
         xs = _per_phase(diag[key], b, num_phases) if key in diag else None
         if xs is not None and xs.ndim == 4 and xs.shape[1:] == (b, h, w):

@@ -23,7 +23,7 @@ lambda <- nu_lambda lambda. The outer ``while delta > delta_tol`` (line 3) is dr
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -80,6 +80,72 @@ def _all_reduce(values):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
+def split_microbatches(batch: Dict[str, tf.Tensor], microbatch_size) -> List[Dict[str, tf.Tensor]]:
+    """Split a batch into contiguous micro-batches of at most ``microbatch_size`` samples.
+
+    Per-sample tensors are sliced along axis 0; a shared ``(H, W)`` mask (rank below the k-space
+    rank) is kept whole. ``microbatch_size`` ``None`` (or >= the batch size) returns ``[batch]``.
+    The batch size must be static (it is in eager mode and when a ``tf.function`` is traced with
+    concrete batches); an unknown batch size falls back to one micro-batch.
+    """
+    n = batch["kspace"].shape[0]
+    if microbatch_size is None or n is None or int(microbatch_size) >= n:
+        return [batch]
+    m = int(microbatch_size)
+    rank_b = batch["kspace"].shape.rank
+    out = []
+    for start in range(0, n, m):
+        mb = {}
+        for key, t in batch.items():
+            if key == "mask" and t.shape.rank is not None and t.shape.rank < rank_b:
+                mb[key] = t
+            else:
+                mb[key] = t[start : start + m]
+        out.append(mb)
+    return out
+
+
+def _add_lists(acc, new):
+    if acc is None:
+        return list(new)
+    return [a + b for a, b in zip(acc, new)]
+
+
+def accumulate_loss_gradients(model, batch, variables, reduction: str, global_n, microbatch_size=None,
+                              extra_loss_fn: Optional[Callable] = None):
+    """Exact gradient of the Eq. 13 loss (a sum over samples) accumulated over micro-batches.
+
+    Args:
+      model: the model (loa-meta call convention).
+      batch: this replica's batch.
+      variables: variables to differentiate.
+      reduction: ``"sum"`` or ``"mean"`` (divided by ``global_n``).
+      global_n: global batch size (the divisor of ``"mean"``).
+      microbatch_size: samples per micro-batch (``None``: the whole batch at once).
+      extra_loss_fn: optional ``extra_loss_fn(model, mb) -> (prediction, extra)``; when given, the
+        prediction comes from it and ``extra`` (a scalar already reduced like the loss) is added.
+
+    Returns:
+      ``(loss, extra, grads)`` summed over micro-batches (``extra`` is 0 without ``extra_loss_fn``).
+    """
+    loss_acc, extra_acc, grads = None, None, None
+    for mb in split_microbatches(batch, microbatch_size):
+        with tf.GradientTape() as tape:
+            if extra_loss_fn is None:
+                pred = model(model_inputs(mb), training=True)
+                extra = tf.constant(0.0, tf.float32)
+            else:
+                pred, extra = extra_loss_fn(model, mb)
+            loss = reconstruction_loss(pred, mb["target"], reduction, global_n)
+            total = loss + tf.cast(extra, loss.dtype)
+        g = tape.gradient(total, variables, unconnected_gradients=_ZERO)
+        grads = _add_lists(grads, g)
+        loss_acc = loss if loss_acc is None else loss_acc + loss
+        extra = tf.cast(extra, tf.float32)
+        extra_acc = extra if extra_acc is None else extra_acc + extra
+    return loss_acc, extra_acc, grads
+
+
 def penalty_objective_and_grads(
     model,
     batch_tr: Dict[str, tf.Tensor],
@@ -88,6 +154,7 @@ def penalty_objective_and_grads(
     reduction: str = "sum",
     theta: Sequence[tf.Variable] = None,
     omega: Sequence[tf.Variable] = None,
+    microbatch_size: Optional[int] = None,
 ):
     """Eq. 18 and its exact gradient w.r.t. theta and omega (replica context or plain eager/graph).
 
@@ -98,6 +165,13 @@ def penalty_objective_and_grads(
       lam: the penalty weight lambda (scalar tensor or float).
       reduction: ``"sum"`` (paper) or ``"mean"`` over the global batch.
       theta, omega: variable lists (default: the model's).
+      microbatch_size: ``None`` differentiates each replica's whole B_tr / B_val in one pair of
+        nested tapes. An integer m splits them into micro-batches of m samples and accumulates
+        exactly (L is a sum over samples, Eqs. 13-14): first g = sum_i grad_theta L(B_tr,i)
+        (first order, one micro-batch at a time), then the penalty gradient
+        lambda J_g^T g = sum_i grad lambda <grad_theta L(B_tr,i), stop_gradient(g)> (second order,
+        one micro-batch at a time), then sum_i grad L(B_val,i). Peak memory is that of one
+        second-order micro-batch; the cost is one extra first-order pass over B_tr.
 
     Returns:
       ``(metrics, grads_theta, grads_omega)``: metrics has ``objective`` (L~), ``loss_val``
@@ -108,17 +182,38 @@ def penalty_objective_and_grads(
     omega = list(model.omega_variables if omega is None else omega)
     n_tr, n_val = global_batch_size(batch_tr), global_batch_size(batch_val)
     btr, bval = replica_slice(batch_tr), replica_slice(batch_val)
-    with tf.GradientTape() as outer:
-        with tf.GradientTape() as inner:
-            l_tr = reconstruction_loss(model(model_inputs(btr), training=True), btr["target"], reduction, n_tr)
-        g = inner.gradient(l_tr, theta, unconnected_gradients=_ZERO)
+    mbs_tr = split_microbatches(btr, microbatch_size)
+    mbs_val = split_microbatches(bval, microbatch_size)
+    if len(mbs_tr) == 1 and len(mbs_val) == 1:
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                l_tr = reconstruction_loss(model(model_inputs(btr), training=True), btr["target"], reduction, n_tr)
+            g = inner.gradient(l_tr, theta, unconnected_gradients=_ZERO)
+            g_all = _all_reduce(g)
+            g_stop = [tf.stop_gradient(x) for x in g_all]
+            inner_prod = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
+            l_val = reconstruction_loss(model(model_inputs(bval), training=True), bval["target"], reduction, n_val)
+            lam_t = tf.cast(lam, l_val.dtype)
+            surrogate = l_val + lam_t * tf.cast(inner_prod, l_val.dtype)
+        grads = outer.gradient(surrogate, theta + omega, unconnected_gradients=_ZERO)
+    else:
+        # (1) g = grad_theta L(B_tr), first order, accumulated over micro-batches.
+        l_tr, _, g = accumulate_loss_gradients(model, btr, theta, reduction, n_tr, microbatch_size)
         g_all = _all_reduce(g)
         g_stop = [tf.stop_gradient(x) for x in g_all]
-        inner_prod = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
-        l_val = reconstruction_loss(model(model_inputs(bval), training=True), bval["target"], reduction, n_val)
-        lam_t = tf.cast(lam, l_val.dtype)
-        surrogate = l_val + lam_t * tf.cast(inner_prod, l_val.dtype)
-    grads = outer.gradient(surrogate, theta + omega, unconnected_gradients=_ZERO)
+        # (2) lambda J_g^T g, one second-order micro-batch at a time.
+        grads = None
+        for mb in mbs_tr:
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    l_i = reconstruction_loss(model(model_inputs(mb), training=True), mb["target"], reduction, n_tr)
+                g_i = inner.gradient(l_i, theta, unconnected_gradients=_ZERO)
+                ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g_i, g_stop)])
+                term = tf.cast(lam, l_i.dtype) * tf.cast(ip, l_i.dtype)
+            grads = _add_lists(grads, outer.gradient(term, theta + omega, unconnected_gradients=_ZERO))
+        # (3) grad_{theta,omega} L(B_val), first order, accumulated.
+        l_val, _, gv = accumulate_loss_gradients(model, bval, theta + omega, reduction, n_val, microbatch_size)
+        grads = [a + b for a, b in zip(grads, gv)]
     grads = _all_reduce(grads)
     l_val_all, l_tr_all = _all_reduce([l_val, l_tr])
     g2 = _sum_sq(g_all)

@@ -45,6 +45,11 @@ class TrainConfig:
       compile_steps: wrap the gradient computation in ``tf.function`` (True) or run it eagerly.
         Tracing the second-order gradient through the unrolled LOANet (tf.cond / while_loop of the
         Algorithm 1 safeguard) is expensive (minutes); eager is better for short runs and tests.
+      microbatch_size: samples per micro-batch when computing a step's gradient (``None``: each
+        replica's whole batch at once). Gradients are accumulated exactly (the loss of Eqs. 13-14
+        is a sum over samples; for Eq. 18 see ``penalty_objective_and_grads``), so this only
+        trades speed for memory. Default 1: the paper configuration (160x180, 11 phases,
+        B_tr = B_val = 8) then needs the memory of one second-order sample instead of 8+8.
       model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
     """
 
@@ -63,6 +68,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0
     compile_steps: bool = True
+    microbatch_size: Optional[int] = 1
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -79,6 +85,8 @@ class TrainConfig:
         check_positive_int(self.image_every, "image_every", minimum=0)
         check_positive_int(self.log_every, "log_every")
         check_positive_int(self.eval_every, "eval_every", minimum=0)
+        if self.microbatch_size is not None:
+            check_positive_int(self.microbatch_size, "microbatch_size")
         if not isinstance(self.model, dict):
             raise ValueError(f"Argument `model` must be a dict of model kwargs, but received: {self.model!r}")
         return self

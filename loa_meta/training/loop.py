@@ -33,6 +33,7 @@ from loa_meta.training.algorithm2 import (
     Algorithm2Schedule,
     _all_reduce,
     _sum_sq,
+    accumulate_loss_gradients,
     global_batch_size,
     model_inputs,
     penalty_objective_and_grads,
@@ -98,7 +99,8 @@ class MetaMode:
         return list(model.theta_variables), list(model.omega_variables)
 
     def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
-        return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega)
+        return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega,
+                                           microbatch_size=self.config.microbatch_size)
 
 
 class SupervisedMode:
@@ -118,22 +120,23 @@ class SupervisedMode:
         n = global_batch_size(batch_tr)
         b = replica_slice(batch_tr)
         use_sym = self.symmetry_weight > 0 and hasattr(model, "reconstruct")
-        with tf.GradientTape() as tape:
-            if use_sym:
+        extra_fn = None
+        if use_sym:
+            def extra_fn(model, mb):
                 # ISTA-Net+: per-sample symmetry constraint sum_k mean|F~F D r - D r|^2. The original
                 # loss is mean_b(mse) + gamma mean_b(sym); ours is sum_b 1/2 H W mse_b, so the
                 # constraint is scaled by H W / 2 to keep the original's relative weighting.
-                pred, sym = model.reconstruct(b["kspace"], b["mask"], b.get("task_id"), return_symmetry_loss=True)
-                hw = tf.cast(tf.shape(b["kspace"])[-1] * tf.shape(b["kspace"])[-2], tf.float32)
+                pred, sym = model.reconstruct(mb["kspace"], mb["mask"], mb.get("task_id"), return_symmetry_loss=True)
+                hw = tf.cast(tf.shape(mb["kspace"])[-1] * tf.shape(mb["kspace"])[-2], tf.float32)
                 sym = 0.5 * hw * tf.reduce_sum(tf.cast(sym, tf.float32))
                 if self.config.loss_reduction == "mean":
                     sym = sym / tf.cast(n, tf.float32)
-            else:
-                pred = model(model_inputs(b), training=True)
-                sym = tf.constant(0.0, tf.float32)
-            loss = reconstruction_loss(pred, b["target"], self.config.loss_reduction, n)
-            total = loss + self.symmetry_weight * tf.cast(sym, loss.dtype)
-        grads = _all_reduce(tape.gradient(total, theta, unconnected_gradients=_ZERO))
+                return pred, self.symmetry_weight * sym
+        loss, wsym, grads = accumulate_loss_gradients(model, b, theta, self.config.loss_reduction, n,
+                                                      self.config.microbatch_size, extra_fn)
+        total = loss + tf.cast(wsym, loss.dtype)
+        sym = wsym / self.symmetry_weight if use_sym else wsym
+        grads = _all_reduce(grads)
         loss, total, sym = _all_reduce([loss, total, sym])
         m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(total, tf.float32)}
         if use_sym:
@@ -163,9 +166,9 @@ class AdaptMode(SupervisedMode):
     def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
         n = global_batch_size(batch_tr)
         b = replica_slice(batch_tr)
-        with tf.GradientTape() as tape:
-            loss = reconstruction_loss(model(model_inputs(b), training=True), b["target"], self.config.loss_reduction, n)
-        grads = _all_reduce(tape.gradient(loss, omega, unconnected_gradients=_ZERO))
+        loss, _, grads = accumulate_loss_gradients(model, b, omega, self.config.loss_reduction, n,
+                                                   self.config.microbatch_size)
+        grads = _all_reduce(grads)
         loss = _all_reduce(loss)
         m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(loss, tf.float32)}
         return m, [], list(grads)
@@ -370,12 +373,52 @@ class TrainingRun:
             if "loss_val" in m:
                 self.summaries.scalars("val", {"loss": m["loss_val"]}, step)
             self.summaries.model_scalars(self.model, step)
+            self._batch_summaries(step)
         if self.config.image_every and step % self.config.image_every == 0:
             batch = self._last_batch_val or self._last_batch_tr
             self.summaries.images(batch, self.model(model_inputs(batch), training=False), step)
+        extra = ""
+        if self.schedule is not None:
+            extra = "| delta %.3g lambda %.3g | %s" % (rec["delta"], rec["lambda"], self._outer_eta())
         self.progress.update(step, self._images_per_step, monitor, int(self.state["stage"].numpy()),
-                             _num_phases(self.model), "" if self.schedule is None else
-                             "| delta %.3g lambda %.3g" % (rec["delta"], rec["lambda"]))
+                             _num_phases(self.model), extra)
+
+    def _outer_eta(self) -> str:
+        """Algorithm 2 progress of this stage: outer iteration i of N (until delta <= delta_tol) and its ETA."""
+        n_total = self.schedule.outer_iterations_to_tol()
+        mo = getattr(self.config, "max_outer_iterations", None)
+        done = int(self.state["stage_iter"].numpy())
+        if mo is not None:
+            n_total = min(n_total, max(mo - int(self.state["outer"].numpy()) + done, done))
+        done_here = int(self.state["outer"].numpy()) - self._outer0
+        if done_here <= 0:
+            return "outer %d/%d" % (done + 1, n_total)
+        per = (self.progress.clock() - self.progress._t0) / done_here
+        eta = max(n_total - done, 0) * per
+        return "outer %d/%d ETA(stage) %dm%02ds" % (done + 1, n_total, eta // 60, eta % 60)
+
+    def _batch_summaries(self, step: int):
+        """Per-task PSNR/SSIM on the current B_val (B_tr without one) and eps_t per phase (LOANet)."""
+        if not self.summaries.enabled:
+            return
+        batch = self._last_batch_val or self._last_batch_tr
+        if batch is None:
+            return
+        vals = {}
+        if hasattr(self.model, "eps0_var") and hasattr(self.model, "reconstruct"):
+            pred, diag = self.model.reconstruct(batch["kspace"], batch["mask"], batch.get("task_id"),
+                                                return_diagnostics=True)
+            for t, e in enumerate(np.asarray(diag["eps"])):
+                vals[f"eps/phase_{t}"] = float(np.mean(e))
+        else:
+            pred = self.model(model_inputs(batch), training=False)
+        ref = tf.cast(batch["target"], pred.dtype)
+        psnr, ssim = batch_psnr(pred, ref).numpy(), batch_ssim(pred, ref).numpy()
+        tasks = np.zeros(len(psnr), int) if batch.get("task_id") is None else batch["task_id"].numpy()
+        for t in np.unique(tasks):
+            vals[f"batch_psnr/task_{int(t)}"] = float(psnr[tasks == t].mean())
+            vals[f"batch_ssim/task_{int(t)}"] = float(ssim[tasks == t].mean())
+        self.summaries.scalars("val", vals, step)
 
     def _steps_left(self):
         ms = self.config.max_steps
@@ -519,6 +562,7 @@ class TrainingRun:
             self._setup_stage(model)
             self.save()
         self.progress.start(int(self.state["step"].numpy()))
+        self._outer0 = int(self.state["outer"].numpy())
         self._last_batch_tr = self._last_batch_val = None
         self._images_per_step = 0
         while not int(self.state["finished"].numpy()):
