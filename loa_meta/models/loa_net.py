@@ -249,6 +249,17 @@ class LOANet(keras.Model):
         batch = tf.shape(x)[0]
         return (tf.zeros([batch], tf.float32), tf.zeros_like(x), tf.fill([batch], float("nan")))
 
+    def _forward_fn(self, jit_compile: bool = False):
+        """``call`` compiled once per model structure (reset by ``add_phase``), optionally with XLA."""
+        key = ("forward", bool(jit_compile), bool(self._reuse_energy_grad))
+        if key not in self._compiled_steps:
+
+            def forward(y, mask, task_id):
+                return self.call({"kspace": y, "mask": mask, "task_id": task_id}, training=False)
+
+            self._compiled_steps[key] = tf.function(forward, reduce_retracing=True, jit_compile=bool(jit_compile))
+        return self._compiled_steps[key]
+
     def _step_fn(self, diagnostics: bool, jit_compile: bool = False):
         """One compiled Algorithm-1 step shared by all phases (step sizes are passed as tensors)."""
         key = (bool(diagnostics), bool(jit_compile), bool(self._reuse_energy_grad))
@@ -299,9 +310,10 @@ class LOANet(keras.Model):
             filling), x_1, ..., x_T_run, in the diagnostics dict (e.g. PSNR per phase for Fig. 6 in
             one pass; ``iterates[t]`` equals ``reconstruct(..., num_iterations=t)``). Requires
             ``return_diagnostics=True``.
-          jit_compile: compile the per-iteration step with XLA (about 2x faster inference on CPU;
-            same results to float32 rounding, ~1e-6). Inference only: training code calls the
-            model directly and is not affected.
+          jit_compile: compile with XLA (the whole T-phase forward for plain inference, else the
+            per-iteration step); same results up to float32 rounding (< 1e-5 in the tests, ~1e-7
+            at the paper's step sizes). Inference only: training calls the model directly and is
+            not affected. See docs/benchmarks_network.md for the measured speed.
 
         Returns:
           ``x`` complex64 ``(B, H, W)``, and the diagnostics dict if requested.
@@ -313,6 +325,9 @@ class LOANet(keras.Model):
             num_iterations = self.num_phases if tol is None else 1000
         num_iterations = check_positive_int(num_iterations, "num_iterations")
         eps_tol = tf.constant(self.eps_tol if tol is None else check_in_range(tol, "tol", 0.0), tf.float32)
+        if not return_diagnostics and tol is None and num_iterations == self.num_phases:
+            # plain inference: the whole T-phase forward as one compiled graph (no per-step overhead)
+            return self._forward_fn(jit_compile)(y, tf.cast(mask, tf.float32), task_id)
         op, x, eps, active, kappa = self._init_state(y, mask, task_id)
         mask = tf.cast(mask, tf.float32)
         records = {k: [] for k in DIAGNOSTIC_KEYS + ("active",)}

@@ -42,9 +42,12 @@ class TrainConfig:
       image_every: write TensorBoard images every this many steps (0 disables).
       log_every: absl.logging progress line every this many steps.
       eval_every: evaluate on the eval set every this many outer iterations (0 disables).
-      compile_steps: wrap the gradient computation in ``tf.function`` (True) or run it eagerly.
-        Tracing the second-order gradient through the unrolled LOANet (tf.cond / while_loop of the
-        Algorithm 1 safeguard) is expensive (minutes); eager is better for short runs and tests.
+      compile_steps: wrap the gradient computation in ``tf.function`` (True) or run it eagerly
+        (False, default). Tracing the second-order gradient through the unrolled LOANet (tf.cond /
+        while_loop of the Algorithm 1 safeguard under nested tapes) takes minutes to tens of minutes,
+        is repeated at every stair-wise stage, and grows with the number of micro-batches (each is
+        unrolled into the graph); measured in docs/benchmarks_training.md, eager finishes a 200-step
+        stage sooner in the default (micro-batched) setting.
       microbatch_size: samples per micro-batch when computing a step's gradient (``None``: each
         replica's whole batch at once). Gradients are accumulated exactly (the loss of Eqs. 13-14
         is a sum over samples; for Eq. 18 see ``penalty_objective_and_grads``), so this only
@@ -67,7 +70,7 @@ class TrainConfig:
     image_every: int = 100
     log_every: int = 10
     eval_every: int = 0
-    compile_steps: bool = True
+    compile_steps: bool = False
     microbatch_size: Optional[int] = 1
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
