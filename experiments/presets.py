@@ -30,6 +30,9 @@ class Preset:
       initial_phases: phases of the first stair-wise stage (paper: 1).
       stairwise: Section 4.2 stair training on/off.
       alpha0, tau0: initial step sizes of Algorithm 1 (paper: 0.01, 0.01).
+      eps0: initial smoothing parameter of r_eps (paper: 0.001).
+      a: the constant of Algorithm 1 lines 5 and 9 (paper: 1e5).
+      max_backtracks: cap on the line-9 step reductions alpha <- rho alpha (not stated in the paper).
       filters: kernels per convolution in g (paper: 4).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 and in adaptation.
@@ -58,6 +61,9 @@ class Preset:
     stairwise: bool = True
     alpha0: float = 0.01
     tau0: float = 0.01
+    eps0: float = 1e-3
+    a: float = 1e5
+    max_backtracks: int = 20
     filters: int = 4
     learning_rate: float = 1e-3
     omega_learning_rate: float = 1e-3
@@ -109,7 +115,8 @@ class Preset:
 
     def model_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``LOANet`` (besides ``num_phases``)."""
-        return {"alpha0": self.alpha0, "tau0": self.tau0, "filters": self.filters}
+        return {"alpha0": self.alpha0, "tau0": self.tau0, "eps0": self.eps0, "a": self.a,
+                "max_backtracks": self.max_backtracks, "filters": self.filters}
 
     def ista_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``ISTANetPlus``: same kernels and kernel count as LOANet."""

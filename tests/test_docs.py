@@ -37,6 +37,8 @@ def _referenced_paths(text):
     # `tests/test_loa_phase.py::test_energy_descent`.
     for token in re.findall(r"`([^`\s]+)`", text):
         path = token.split("::")[0]
+        if re.match(r"^test_\w+\.py$", path):  # bare test file names live in tests/
+            token, path = "tests/" + token, "tests/" + path
         if re.match(r"^(loa_meta|tests|experiments|data_prep|benchmarks|docs)/[\w./-]+\.(py|md)$", path):
             yield token, path
 

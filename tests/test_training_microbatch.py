@@ -89,3 +89,17 @@ def test_microbatch_size_validation_names_the_argument():
         MetaConfig(microbatch_size=0).validate()
     assert MetaConfig(microbatch_size=None).validate().microbatch_size is None
     assert MetaConfig.from_dict(MetaConfig(microbatch_size=3).to_dict()).microbatch_size == 3
+
+
+def test_auto_microbatch_size_bounds_pixels_times_phases():
+    cfg = MetaConfig().validate()
+    assert cfg.microbatch_size == "auto"
+    assert cfg.resolve_microbatch_size((8, 160, 180), 11) == 1  # paper configuration: one sample at a time
+    assert cfg.resolve_microbatch_size((8, 160, 180), 5) == 2
+    assert cfg.resolve_microbatch_size((8, 64, 64), 3) == 25  # >= batch: whole batch
+    assert cfg.resolve_microbatch_size((None, None, None), 3) is None
+    assert MetaConfig(microbatch_size=3).resolve_microbatch_size((8, 160, 180), 11) == 3
+    with pytest.raises(ValueError, match="microbatch_size"):
+        MetaConfig(microbatch_size="half").validate()
+    with pytest.raises(ValueError, match="microbatch_pixel_budget"):
+        MetaConfig(microbatch_pixel_budget=0).validate()

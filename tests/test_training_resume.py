@@ -59,7 +59,8 @@ STRATEGY_SCRIPT = textwrap.dedent(r'''
         data = {"train": make_dataset(tr, 4, 0), "val": make_dataset(va, 4, 1)}
         cfg = MetaConfig(max_steps=6, learning_rate=1e-2, omega_learning_rate=1e-2, delta0=1e-12,
                          delta_tol=1e-13, max_inner_iterations=3, log_every=100, image_every=0,
-                         summary_every=100, loss_reduction="mean", stairwise={"enabled": False, "max_phases": 2})
+                         summary_every=100, loss_reduction="mean", stairwise={"enabled": False, "max_phases": 2},
+                         microbatch_size=1)  # 2 samples per replica: exercises the micro-batched Eq. 18 all-reduce
         model, hist = train_meta(cfg, workdir + "/" + name, data, model_fn=lambda p: ToyUnrolled(p), strategy=st,
                                  summaries=False)
         out[name] = {"w": [np.asarray(v.numpy()).ravel().tolist() for v in model.theta_variables + model.omega_variables],

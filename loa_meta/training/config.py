@@ -48,11 +48,16 @@ class TrainConfig:
         is repeated at every stair-wise stage, and grows with the number of micro-batches (each is
         unrolled into the graph); measured in docs/benchmarks_training.md, eager finishes a 200-step
         stage sooner in the default (micro-batched) setting.
-      microbatch_size: samples per micro-batch when computing a step's gradient (``None``: each
-        replica's whole batch at once). Gradients are accumulated exactly (the loss of Eqs. 13-14
-        is a sum over samples; for Eq. 18 see ``penalty_objective_and_grads``), so this only
-        trades speed for memory. Default 1: the paper configuration (160x180, 11 phases,
-        B_tr = B_val = 8) then needs the memory of one second-order sample instead of 8+8.
+      microbatch_size: samples per micro-batch when computing a step's gradient: a positive int,
+        ``None`` (each replica's whole batch at once) or ``"auto"`` (default): the largest m with
+        m * H * W * num_phases <= ``microbatch_pixel_budget`` (at least 1). Gradients are
+        accumulated exactly (the loss of Eqs. 13-14 is a sum over samples; for Eq. 18 see
+        ``penalty_objective_and_grads``), so this only trades speed for memory. With the default
+        budget the paper configuration (160x180, 11 phases, B_tr = B_val = 8) runs one sample at a
+        time (5.9 GB peak RSS instead of > 21 GB), while small images keep whole batches (eager
+        micro-batches of 1 are ~6x slower at 64x64; docs/benchmarks_training.md).
+      microbatch_pixel_budget: the ``"auto"`` budget in pixels x phases per micro-batch (default
+        one 160x180 image through 11 phases).
       model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
     """
 
@@ -71,7 +76,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0
     compile_steps: bool = False
-    microbatch_size: Optional[int] = 1
+    microbatch_size: Any = "auto"
+    microbatch_pixel_budget: int = 160 * 180 * 11
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -88,11 +94,28 @@ class TrainConfig:
         check_positive_int(self.image_every, "image_every", minimum=0)
         check_positive_int(self.log_every, "log_every")
         check_positive_int(self.eval_every, "eval_every", minimum=0)
-        if self.microbatch_size is not None:
+        if self.microbatch_size is not None and self.microbatch_size != "auto":
+            if isinstance(self.microbatch_size, str):
+                raise ValueError(
+                    f"Argument `microbatch_size` must be a positive int, None or 'auto', but received: {self.microbatch_size!r}")
             check_positive_int(self.microbatch_size, "microbatch_size")
+        check_positive_int(self.microbatch_pixel_budget, "microbatch_pixel_budget")
         if not isinstance(self.model, dict):
             raise ValueError(f"Argument `model` must be a dict of model kwargs, but received: {self.model!r}")
         return self
+
+    def resolve_microbatch_size(self, batch_shape, num_phases) -> Optional[int]:
+        """The micro-batch size for a batch of shape ``(B, H, W)`` and a ``num_phases``-phase model.
+
+        ``"auto"``: max(1, microbatch_pixel_budget // (H * W * max(num_phases, 1))), or ``None``
+        (whole batch) when H or W is unknown.
+        """
+        if self.microbatch_size != "auto":
+            return self.microbatch_size
+        h, w = (list(batch_shape)[-2:] + [None, None])[:2] if batch_shape is not None else (None, None)
+        if h is None or w is None:
+            return None
+        return max(1, int(self.microbatch_pixel_budget) // (int(h) * int(w) * max(int(num_phases or 1), 1)))
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -127,7 +150,9 @@ class StairwiseConfig:
       max_phases: T, the largest number of phases (paper: 11).
       stage_max_iterations: budget of outer iterations per stage (paper: "100 epochs/iterations").
       patience: stop a stage after this many evaluations without improving the best validation
-        loss by more than ``min_delta`` (relative).
+        loss by more than ``min_delta`` (relative). Evaluations happen every ``eval_every`` outer
+        iterations (on ``data.eval``, else on the EMA of the B_val loss); with ``eval_every=0`` the
+        plateau rule is off and a stage ends at ``stage_max_iterations`` (or delta <= delta_tol).
       min_delta: relative improvement that counts as progress, for the plateau rule within a stage
         and for accepting a new phase.
     """

@@ -86,6 +86,11 @@ class NonFiniteError(FloatingPointError):
 # ----------------------------------------------------------------------------- modes
 
 
+def _microbatch(config, batch, model):
+    """``config.microbatch_size`` with ``"auto"`` resolved for this batch's image size and the model's phases."""
+    return config.resolve_microbatch_size(batch["kspace"].shape, getattr(model, "num_phases", 1))
+
+
 class MetaMode:
     """Algorithm 2 on the Eq. 18 penalty objective (theta and omega)."""
 
@@ -100,7 +105,7 @@ class MetaMode:
 
     def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
         return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega,
-                                           microbatch_size=self.config.microbatch_size)
+                                           microbatch_size=_microbatch(self.config, batch_tr, model))
 
 
 class SupervisedMode:
@@ -133,7 +138,7 @@ class SupervisedMode:
                     sym = sym / tf.cast(n, tf.float32)
                 return pred, self.symmetry_weight * sym
         loss, wsym, grads = accumulate_loss_gradients(model, b, theta, self.config.loss_reduction, n,
-                                                      self.config.microbatch_size, extra_fn)
+                                                      _microbatch(self.config, b, model), extra_fn)
         total = loss + tf.cast(wsym, loss.dtype)
         sym = wsym / self.symmetry_weight if use_sym else wsym
         grads = _all_reduce(grads)
@@ -167,7 +172,7 @@ class AdaptMode(SupervisedMode):
         n = global_batch_size(batch_tr)
         b = replica_slice(batch_tr)
         loss, _, grads = accumulate_loss_gradients(model, b, omega, self.config.loss_reduction, n,
-                                                   self.config.microbatch_size)
+                                                   _microbatch(self.config, b, model))
         grads = _all_reduce(grads)
         loss = _all_reduce(loss)
         m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(loss, tf.float32)}
