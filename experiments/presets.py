@@ -33,6 +33,10 @@ class Preset:
       eps0: initial smoothing parameter of r_eps (paper: 0.001).
       a: the constant of Algorithm 1 lines 5 and 9 (paper: 1e5).
       max_backtracks: cap on the line-9 step reductions alpha <- rho alpha (not stated in the paper).
+      initial_omega: initial omega_i of every task (meta-learning) and of an adapted task; kappa_i =
+        sigmoid(omega_i) (not stated in the paper; 0 gives kappa = 0.5).
+      conv_tau0: tau0 of conventional learning (kappa = 1) if not None, else ``tau0``; the
+        quickstart sets tau0 * sigmoid(initial_omega) so both start with the same line-4 step.
       filters: kernels per convolution in g (paper: 4).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 and in adaptation.
@@ -64,6 +68,8 @@ class Preset:
     eps0: float = 1e-3
     a: float = 1e5
     max_backtracks: int = 20
+    initial_omega: float = 0.0
+    conv_tau0: Optional[float] = None
     filters: int = 4
     learning_rate: float = 1e-3
     omega_learning_rate: float = 1e-3
@@ -116,7 +122,17 @@ class Preset:
     def model_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``LOANet`` (besides ``num_phases``)."""
         return {"alpha0": self.alpha0, "tau0": self.tau0, "eps0": self.eps0, "a": self.a,
-                "max_backtracks": self.max_backtracks, "filters": self.filters}
+                "max_backtracks": self.max_backtracks, "initial_omega": self.initial_omega,
+                "filters": self.filters}
+
+    def conventional_kwargs(self) -> Dict[str, Any]:
+        """``LOANet`` kwargs of conventional learning (kappa = 1, no omega): ``conv_tau0`` replaces
+        tau0 when set."""
+        kw = self.model_kwargs()
+        kw.pop("initial_omega")
+        if self.conv_tau0 is not None:
+            kw["tau0"] = self.conv_tau0
+        return kw
 
     def ista_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``ISTANetPlus``: same kernels and kernel count as LOANet."""
@@ -195,8 +211,15 @@ QUICKSTART = Preset(
     num_phases=3,
     initial_phases=3,
     stairwise=False,  # all 3 phases from the start: one graph trace per run instead of one per stage
+    # Safeguard on (Algorithm 1 as in the paper). The energy phi = f + sigmoid(omega) r must not be
+    # dominated by the untrained r, else the line-8 step v = x - alpha grad phi (alpha ~ 1) descends
+    # r far into the null space of A and destroys the image (measured: meta below zero-filled). So
+    # kappa starts small (omega0 = -4, kappa = 0.018) and tau0 = 0.3 keeps the line-4 step
+    # tau * kappa ~ 0.005 (the paper's 0.01 * 0.5); docs/benchmarks_quality.md.
     alpha0=1.0,  # alpha = 1 makes the data-consistency step a projection; the paper's 0.01 is inert in 3 phases
-    tau0=0.01,
+    tau0=0.3,
+    initial_omega=-4.0,
+    conv_tau0=0.3 / (1.0 + 2.718281828459045 ** 4.0),  # conventional (kappa = 1) starts with the same tau * kappa
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
     meta_epochs=2.0,

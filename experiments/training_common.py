@@ -279,7 +279,7 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
     sw = _stair(preset, total)
     if sw["enabled"]:
         sw["stage_max_iterations"] = max(1, total // (preset.num_phases - preset.initial_phases + 1))
-    model_kwargs = preset.model_kwargs() if model_type == "loa" else preset.ista_kwargs()
+    model_kwargs = preset.conventional_kwargs() if model_type == "loa" else preset.ista_kwargs()
     cfg = ConventionalConfig(**_common_cfg(preset, seed, total), batch_size=batch, epochs=max(1, int(math.ceil(epochs))),
                              model_type=model_type, stairwise=sw if model_type == "loa" else _stair(
                                  preset.override(stairwise=False), total), model=model_kwargs)
@@ -328,7 +328,7 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
     total = min(total, cap) if cap else total
     # Only omega is trained: its optimizer uses the config's learning rate = the omega learning rate.
     cfg = AdaptConfig(**_common_cfg(preset, seed, total, preset.omega_learning_rate), batch_size=batch,
-                      epochs=max(1, int(math.ceil(epochs))))
+                      epochs=max(1, int(math.ceil(epochs))), initial_omega=preset.initial_omega)
     tid = int(model.num_tasks)
     data = {"train": task_dataset(images, m, tid, batch, seed=seed), "eval": _eval_dataset(val, [m], [tid], 8)}
     run_info = {"app": "adapt", "model_in": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir),

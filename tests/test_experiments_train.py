@@ -208,6 +208,16 @@ def test_presets_override_and_budget_conversion():
     assert p.num_phases == 7 and p.alpha0 == get_preset("cpu").alpha0
     with pytest.raises(ValueError, match="bogus"):
         p.override(bogus=1)
+    # Algorithm 1 constants reach LOANet; the paper preset keeps the paper's values
+    assert {k: PAPER.model_kwargs()[k] for k in ("alpha0", "tau0", "eps0", "a")} == {"alpha0": 0.01, "tau0": 0.01, "eps0": 1e-3, "a": 1e5}
+    assert PAPER.conventional_kwargs()["tau0"] == PAPER.tau0 and "initial_omega" not in PAPER.conventional_kwargs()
+    q = get_preset("quickstart")
+    # quickstart: conventional (kappa = 1) starts with the same line-4 step tau * kappa as meta-learning
+    kappa0 = 1.0 / (1.0 + np.exp(-q.initial_omega))
+    assert abs(q.conventional_kwargs()["tau0"] - q.tau0 * kappa0) < 1e-9 * q.tau0
+    from loa_meta.models import LOANet
+    m = LOANet(num_phases=1, num_tasks=2, **q.model_kwargs())
+    assert (m.a, m.initial_omega, m.max_backtracks) == (q.a, q.initial_omega, q.max_backtracks)
     # paper conventional budget: 2000 epochs over 450 merged images in batches of 25 = 36000 steps
     assert tc._steps(2000, 450, 25) == 36000
     # paper meta stage: 100 epochs over 300 images at J = 2 per task = 15000 outer iterations

@@ -6,6 +6,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from loa_meta.layers.complex_ops import real_to_complex
+
 from loa_meta.layers.complex_conv2d import ComplexConv2D
 from loa_meta.layers.smoothed_relu import _as, smoothed_relu, smoothed_relu_derivative
 from loa_meta.validation import check_positive, check_positive_int
@@ -147,7 +149,7 @@ class LearnedRegularizer(keras.layers.Layer):
         return tf.reduce_sum(s - e, axis=[1, 2, 3]), s
 
     def _backward(self, pre, g, s):
-        h = g / tf.cast(s, g.dtype)
+        h = g / real_to_complex(s, g.dtype)
         d = self.convs[-1].transpose(h)
         for q in range(self.num_layers - 2, -1, -1):
             # split activation: the Jacobian is diagonal in (Re, Im), not a complex multiplication

@@ -7,6 +7,7 @@ from typing import Dict, Tuple
 import keras
 import tensorflow as tf
 
+from loa_meta.layers.complex_ops import real_to_complex
 from loa_meta.layers.smoothed_relu import _as
 from loa_meta.physics.operators import LinearOperator
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
@@ -27,7 +28,7 @@ def _sqnorm(z: tf.Tensor) -> tf.Tensor:
 
 def _img(v: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     """Per-sample real (B,) -> complex (B, 1, 1) for broadcasting against images."""
-    return tf.cast(v, dtype)[:, tf.newaxis, tf.newaxis]
+    return real_to_complex(v, dtype)[:, tf.newaxis, tf.newaxis]
 
 
 def regularizer_value_and_grad(regularizer, x: tf.Tensor, eps, grad_mode: str = "explicit"):
@@ -225,9 +226,9 @@ class LOAPhase(keras.layers.Layer):
 
         # lines 3-4
         grad_f = operator.data_grad(x, y)
-        z = x - tf.cast(alpha, cdt) * grad_f
+        z = x - real_to_complex(alpha, cdt) * grad_f
         _, grad_r_z = regularizer_value_and_grad(regularizer, z, eps, mode)
-        u = z - tf.cast(tau, cdt) * kap * grad_r_z
+        u = z - real_to_complex(tau, cdt) * kap * grad_r_z
 
         if not self.safeguard:
             x_next = tf.where(act_img, u, x)
