@@ -143,14 +143,16 @@ PAPER = Preset(name="paper")
 
 # About an hour for the whole reproduce protocol (30 training runs) on 2 CPU cores (unloaded):
 # 5 phases, 40/12/12 slices (a 64x64 crop of the demo data, see docs/experiments.md), a few dozen
-# steps per run. alpha0 = 1 (data-consistency projection); tau0 = 0.5 diverged at initialisation.
+# steps per run. alpha0 = 1 (data-consistency projection); kappa0 = sigmoid(-4) with tau0 = 0.3 (see QUICKSTART).
 CPU = Preset(
     name="cpu",
     num_phases=5,
     initial_phases=1,
     stairwise=True,
     alpha0=1.0,
-    tau0=0.01,
+    tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
+    initial_omega=-4.0,
+    conv_tau0=0.3 / (1.0 + 2.718281828459045 ** 4.0),
     per_task_batch=2,
     meta_epochs=1.0,
     meta_max_steps=150,
@@ -181,7 +183,9 @@ TINY = Preset(
     initial_phases=1,
     stairwise=True,
     alpha0=1.0,
-    tau0=0.01,
+    tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
+    initial_omega=-4.0,
+    conv_tau0=0.3 / (1.0 + 2.718281828459045 ** 4.0),
     per_task_batch=1,
     meta_epochs=1.0,
     meta_max_steps=4,
