@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 from absl import app, flags
 
 from loa_meta.sampling import MASK_KINDS, make_mask, render_mask_png

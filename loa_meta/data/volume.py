@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-import tempfile
 import zlib
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
 
+from loa_meta.fileio import atomic_path
 from loa_meta.validation import check_positive_int
 
 __all__ = [
@@ -190,18 +190,8 @@ def _atomic_save_nifti(img, out_path: str) -> None:
     import nibabel as nib
 
     out_path = os.fspath(out_path)
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = ".nii.gz" if out_path.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(out_path, suffix=".nii.gz" if out_path.endswith(".gz") else ".nii") as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_volume(

@@ -13,48 +13,19 @@ Standard deviations are population standard deviations (``ddof=0``); the paper d
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
 import re
-import tempfile
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from loa_meta.fileio import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
 
 METRICS = ("psnr", "ssim", "nmse")
 ZERO_FILLED = "Zero-filled"
 _HEADER = ("PSNR", "SSIM", "NMSE")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
-
-    Readers never see a half-written file: the rename is atomic on POSIX file systems.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix or ".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` atomically (temporary file + rename). Returns ``path``."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-    return path
 
 
 def mean_std(values) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import keras
 import tensorflow as tf

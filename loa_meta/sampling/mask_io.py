@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
+
+from loa_meta.fileio import atomic_path
 
 _IMAGE_EXTS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
 _SAVE_EXTS = (".npy", ".png", ".mat")
@@ -29,18 +30,9 @@ def _fail(path, what: str) -> ValueError:
 def _atomic_write(path, write_fn) -> None:
     """Call ``write_fn(fileobj)`` on a temp file next to ``path``, then rename it to ``path``."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"Cannot write '{path}': directory '{directory}' does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path, suffix=os.path.splitext(path)[1], create_dirs=False) as tmp:
+        with open(tmp, "wb") as f:
             write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _mat_key(path) -> str:

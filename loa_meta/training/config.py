@@ -12,11 +12,9 @@ meta batch 8 (= ``per_task_batch`` 2 x 4 tasks), conventional batch 25, 11 phase
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from typing import Any, Dict, Optional
 
+from loa_meta.fileio import write_json_atomic  # noqa: F401  (re-exported)
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
 
 
@@ -290,20 +288,3 @@ class AdaptConfig(TrainConfig):
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.epochs, "epochs")
         return self
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON to ``path`` through a temp file in the same directory and ``os.replace``."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -40,8 +40,9 @@ from loa_meta.training.algorithm2 import (
     replica_slice,
     run_algorithm2_iteration,
 )
+from loa_meta.fileio import atomic_path
 from loa_meta.training.config import TrainConfig
-from loa_meta.training.losses import per_sample_loss, reconstruction_loss
+from loa_meta.training.losses import per_sample_loss
 from loa_meta.training.progress import ProgressLogger
 from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
 
@@ -209,11 +210,8 @@ def _make_adam(config: TrainConfig, lr: float):
 
 
 def _save_weights_atomic(model, path: str):
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, ".tmp_" + os.path.basename(path))
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -559,7 +557,6 @@ class TrainingRun:
                 logging.info("Finished run in %s continues with the larger budget.", self.workdir)
                 self.state["finished"].assign(0)
         else:
-            sw = self.stairwise
             p0 = self.initial_phases or 0
             model = self._new_model(p0)
             self.state["num_phases"].assign(_num_phases(model))

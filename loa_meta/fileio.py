@@ -1,0 +1,58 @@
+"""Atomic file output: every file loa-meta writes appears whole or not at all.
+
+One implementation for masks, tables, configs, NIfTI volumes and weights: write to a temporary
+file in the destination directory, then ``os.replace`` it onto the destination (atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "", create_dirs: bool = True) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    Args:
+      path: the destination file.
+      suffix: suffix of the temporary file (some writers infer the format from it, e.g.
+        ``.nii.gz`` or ``.weights.h5``); default ``.tmp``.
+      create_dirs: create the destination directory if missing; if False a missing directory
+        raises ValueError naming it.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if create_dirs:
+        os.makedirs(directory, exist_ok=True)
+    elif not os.path.isdir(directory):
+        raise ValueError(f"Cannot write '{path}': directory '{directory}' does not exist.")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix or ".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` atomically. Returns ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    return path
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically (fsynced before the rename)."""
+    with atomic_path(path, suffix=".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
