@@ -35,8 +35,9 @@ class Preset:
       max_backtracks: cap on the line-9 step reductions alpha <- rho alpha (not stated in the paper).
       initial_omega: initial omega_i of every task (meta-learning) and of an adapted task; kappa_i =
         sigmoid(omega_i) (not stated in the paper; 0 gives kappa = 0.5).
-      conv_tau0: tau0 of conventional learning (kappa = 1) if not None, else ``tau0``; the
-        quickstart sets tau0 * sigmoid(initial_omega) so both start with the same line-4 step.
+      conv_kappa: the fixed kappa of conventional learning (no omega; the paper's is 1). The
+        scaled-down presets use sigmoid(initial_omega), so conventional and meta-learning start
+        from the same network and differ only in how they are trained.
       filters: kernels per convolution in g (paper: 4).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 and in adaptation.
@@ -69,7 +70,7 @@ class Preset:
     a: float = 1e5
     max_backtracks: int = 20
     initial_omega: float = 0.0
-    conv_tau0: Optional[float] = None
+    conv_kappa: float = 1.0
     filters: int = 4
     learning_rate: float = 1e-3
     omega_learning_rate: float = 1e-3
@@ -126,12 +127,10 @@ class Preset:
                 "filters": self.filters}
 
     def conventional_kwargs(self) -> Dict[str, Any]:
-        """``LOANet`` kwargs of conventional learning (kappa = 1, no omega): ``conv_tau0`` replaces
-        tau0 when set."""
+        """``LOANet`` kwargs of conventional learning: no omega, kappa fixed to ``conv_kappa``."""
         kw = self.model_kwargs()
         kw.pop("initial_omega")
-        if self.conv_tau0 is not None:
-            kw["tau0"] = self.conv_tau0
+        kw["fixed_kappa"] = self.conv_kappa
         return kw
 
     def ista_kwargs(self) -> Dict[str, Any]:
@@ -152,7 +151,7 @@ CPU = Preset(
     alpha0=1.0,
     tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
     initial_omega=-4.0,
-    conv_tau0=0.3 / (1.0 + 2.718281828459045 ** 4.0),
+    conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
     per_task_batch=2,
     meta_epochs=1.0,
     meta_max_steps=150,
@@ -185,7 +184,7 @@ TINY = Preset(
     alpha0=1.0,
     tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
     initial_omega=-4.0,
-    conv_tau0=0.3 / (1.0 + 2.718281828459045 ** 4.0),
+    conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
     per_task_batch=1,
     meta_epochs=1.0,
     meta_max_steps=4,
@@ -223,7 +222,7 @@ QUICKSTART = Preset(
     alpha0=1.0,  # alpha = 1 makes the data-consistency step a projection; the paper's 0.01 is inert in 3 phases
     tau0=0.3,
     initial_omega=-4.0,
-    conv_tau0=0.3 / (1.0 + 2.718281828459045 ** 4.0),  # conventional (kappa = 1) starts with the same tau * kappa
+    conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
     meta_epochs=2.0,

@@ -211,13 +211,18 @@ def test_presets_override_and_budget_conversion():
     # Algorithm 1 constants reach LOANet; the paper preset keeps the paper's values
     assert {k: PAPER.model_kwargs()[k] for k in ("alpha0", "tau0", "eps0", "a")} == {"alpha0": 0.01, "tau0": 0.01, "eps0": 1e-3, "a": 1e5}
     assert PAPER.conventional_kwargs()["tau0"] == PAPER.tau0 and "initial_omega" not in PAPER.conventional_kwargs()
+    assert PAPER.conventional_kwargs()["fixed_kappa"] == 1.0  # the paper's conventional network: kappa = 1
     q = get_preset("quickstart")
-    # quickstart: conventional (kappa = 1) starts with the same line-4 step tau * kappa as meta-learning
+    # quickstart: conventional starts from the same network as meta-learning (same tau0, kappa fixed
+    # at meta-learning's initial sigmoid(omega))
     kappa0 = 1.0 / (1.0 + np.exp(-q.initial_omega))
-    assert abs(q.conventional_kwargs()["tau0"] - q.tau0 * kappa0) < 1e-9 * q.tau0
+    assert q.conventional_kwargs()["tau0"] == q.tau0
     from loa_meta.models import LOANet
     m = LOANet(num_phases=1, num_tasks=2, **q.model_kwargs())
     assert (m.a, m.initial_omega, m.max_backtracks) == (q.a, q.initial_omega, q.max_backtracks)
+    c = LOANet(num_phases=1, num_tasks=1, use_task_weights=False, **q.conventional_kwargs())
+    np.testing.assert_allclose(c.kappa([0]).numpy(), [kappa0], rtol=1e-6)
+    np.testing.assert_allclose(m.kappa([0, 1]).numpy(), [kappa0, kappa0], rtol=1e-6)
     # paper conventional budget: 2000 epochs over 450 merged images in batches of 25 = 36000 steps
     assert tc._steps(2000, 450, 25) == 36000
     # paper meta stage: 100 epochs over 300 images at J = 2 per task = 15000 outer iterations

@@ -37,7 +37,9 @@ class LOANet(keras.Model):
       a, sigma, rho, gamma, eps_tol: fixed constants of Algorithm 1 (paper: 1e5, 1e3, 0.9, 0.9, 1e-3).
       max_backtracks: bound on the line search of lines 8-13.
       safeguard: run lines 5-16 (True) or the plain u-update of the authors' script (False).
-      use_task_weights: if False, kappa = 1 (conventional learning without omega).
+      use_task_weights: if False, kappa is the constant ``fixed_kappa`` (conventional learning
+        without omega; the paper's conventional network has kappa = 1, the default).
+      fixed_kappa: kappa used when ``use_task_weights=False``, in (0, inf).
       initial_omega: initial value of every omega_i.
       grad_mode: ``"explicit"`` or ``"autodiff"`` gradient of r_eps.
       **kwargs: standard model arguments.
@@ -70,6 +72,7 @@ class LOANet(keras.Model):
         safeguard: bool = True,
         use_task_weights: bool = True,
         initial_omega: float = 0.0,
+        fixed_kappa: float = 1.0,
         grad_mode: str = "explicit",
         **kwargs,
     ):
@@ -92,6 +95,7 @@ class LOANet(keras.Model):
         self.safeguard = bool(safeguard)
         self.use_task_weights = bool(use_task_weights)
         self.initial_omega = check_in_range(initial_omega, "initial_omega")
+        self.fixed_kappa = check_positive(fixed_kappa, "fixed_kappa")
         self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
 
         self.regularizer = LearnedRegularizer(
@@ -200,10 +204,10 @@ class LOANet(keras.Model):
         return list(self.omegas)
 
     def kappa(self, task_id) -> tf.Tensor:
-        """kappa = sigmoid(omega[task_id]) (or 1 when ``use_task_weights=False``), float32."""
+        """kappa = sigmoid(omega[task_id]) (or ``fixed_kappa`` when ``use_task_weights=False``), float32."""
         task_id = tf.convert_to_tensor(task_id, tf.int32)
         if not self.use_task_weights:
-            return tf.ones(tf.shape(task_id), tf.float32)
+            return tf.fill(tf.shape(task_id), tf.constant(self.fixed_kappa, tf.float32))
         tf.debugging.assert_less(task_id, len(self.omegas), message="`task_id` must be < num_tasks")
         tf.debugging.assert_non_negative(task_id, message="`task_id` must be >= 0")
         omega = tf.stack([tf.convert_to_tensor(w) for w in self.omegas])
@@ -374,6 +378,7 @@ class LOANet(keras.Model):
             "safeguard": self.safeguard,
             "use_task_weights": self.use_task_weights,
             "initial_omega": self.initial_omega,
+            "fixed_kappa": self.fixed_kappa,
             "grad_mode": self.grad_mode,
         }
 
