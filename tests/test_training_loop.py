@@ -43,10 +43,19 @@ def _loss(model, arr):
 def test_meta_one_step_smoke_writes_config_summaries_and_checkpoint(tmp_path, caplog):
     import logging
 
+    from absl import logging as absl_logging
+
     _, _, data = _meta_data()
     cfg = MetaConfig(max_steps=1, summary_every=1, image_every=1, log_every=1, stairwise={"enabled": False, "max_phases": 1})
-    with caplog.at_level(logging.INFO):
-        model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    # Tests that run absl apps in-process may have lowered absl's verbosity; the progress line is an
+    # INFO record of the "absl" logger.
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
+            model, hist = train_meta(cfg, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
+    finally:
+        absl_logging.set_verbosity(previous)
     # item 12: progress line with loss, images/s, ETA (step budget) and the Algorithm 2 outer-loop position
     n_outer = Algorithm2Schedule(1e-3, 0.95, 4.35e-6, 1e-5, 1.001).outer_iterations_to_tol()
     line = [r.getMessage() for r in caplog.records if "img/s" in r.getMessage()][0]
