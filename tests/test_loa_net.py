@@ -293,3 +293,13 @@ def test_jit_compile_matches_graph(safeguard):
     np.testing.assert_array_equal(dj["branch"], d["branch"])
     np.testing.assert_allclose(dj["phi"], d["phi"], rtol=1e-5)
     np.testing.assert_allclose(model.reconstruct(y, m, jit_compile=True).numpy(), x.numpy(), atol=1e-5)
+
+
+def test_fixed_kappa_without_task_weights():
+    """Conventional learning: no omega in the energy, kappa is a fixed constant (paper: 1)."""
+    model = LOANet(num_phases=1, num_tasks=1, use_task_weights=False, fixed_kappa=0.25)
+    np.testing.assert_allclose(model.kappa([0, 0]).numpy(), [0.25, 0.25])
+    assert LOANet.from_config(model.get_config()).fixed_kappa == 0.25
+    np.testing.assert_allclose(LOANet(num_phases=1, use_task_weights=False).kappa([0]).numpy(), [1.0])
+    with pytest.raises(ValueError, match="fixed_kappa"):
+        LOANet(num_phases=1, use_task_weights=False, fixed_kappa=0.0)
