@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 
 from loa_meta.data.prepared import sha256_file
+from loa_meta.fileio import atomic_dir
 
 __all__ = ["DataPrepError", "atomic_output_dir", "check_output_dir", "sha256_file"]
 
@@ -35,19 +34,5 @@ def atomic_output_dir(output_dir: str, overwrite: bool = False):
     """
     output_dir = os.path.abspath(os.fspath(output_dir))
     check_output_dir(output_dir, overwrite)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
+    with atomic_dir(output_dir) as tmp:
         yield tmp
-        os.chmod(tmp, 0o755)
-        if os.path.exists(output_dir):
-            trash = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
-            os.rename(output_dir, os.path.join(trash, "old"))
-            os.rename(tmp, output_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Optional
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from loa_meta.fileio import atomic_dir
 from loa_meta.layers.learned_regularizer import LearnedRegularizer
 from loa_meta.layers.loa_phase import GRAD_MODES, LOAPhase
 from loa_meta.physics.operators import SingleCoilOperator, check_kspace_mask
@@ -411,8 +410,6 @@ def export_serving(model: LOANet, export_dir: str) -> str:
       ``export_dir``.
     """
     export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -421,18 +418,7 @@ def export_serving(model: LOANet, export_dir: str) -> str:
         return tf.abs(x)
 
     archive.add_endpoint(name="serve", fn=serve, input_signature=SERVING_SIGNATURE)
-    tmp = tempfile.mkdtemp(prefix=".export_tmp_", dir=parent)
-    try:
+    with atomic_dir(export_dir) as tmp:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(export_dir):
-            old = tempfile.mkdtemp(prefix=".export_old_", dir=parent)
-            os.replace(export_dir, os.path.join(old, "x"))
-            os.replace(tmp, export_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, export_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logging.info("Exported LOANet serving SavedModel to %s", export_dir)
     return export_dir
