@@ -58,3 +58,11 @@ def test_docs_reference_existing_files_and_tests(doc):
             if not re.search(rf"def {re.escape(name)}\b|class {re.escape(name)}\b", (ROOT / path).read_text()):
                 missing.append(token)
     assert not missing, f"{doc} references missing files or tests: {missing}"
+
+
+def test_assembled_fidelity_and_benchmarks_are_up_to_date():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "build_docs.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
