@@ -10,13 +10,13 @@ are compared are timed in the same run with their repeats interleaved (the machi
 """
 
 import json
-import time
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
 from loa_meta.models import LOANet
+from benchmarks._timing import median_times
 
 flags.DEFINE_integer("repeats", 5, "timed runs per measurement (median reported)")
 flags.DEFINE_integer("phases", 11, "number of phases T")
@@ -34,23 +34,6 @@ def _data(batch, h=160, w=180, seed=0):
     mask = (rng.random((batch, h, w)) < 0.3).astype(np.float32)
     k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img, axes=(1, 2)), norm="ortho"), axes=(1, 2)) * mask
     return tf.constant(k.astype(np.complex64)), tf.constant(mask), tf.constant(img.astype(np.complex64))
-
-
-def _sync(out):
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-
-
-def median_times(fns, repeats):
-    """Median wall time of each callable; one warm-up each, then the repeats interleaved."""
-    for fn in fns.values():
-        _sync(fn())
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            _sync(fn())
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _model(T, reuse=True, **kw):

@@ -37,6 +37,7 @@ from absl import app, flags  # noqa: E402
 
 from loa_meta.evaluation.classical import tv_reconstruct  # noqa: E402
 from loa_meta.models import LOANet  # noqa: E402
+from benchmarks._timing import _sync, median_times  # noqa: E402
 
 flags.DEFINE_integer("repeats", 3, "timed runs per measurement (median reported)")
 flags.DEFINE_list("sections", ["a", "b", "c"], "which sections to run")
@@ -56,23 +57,6 @@ def _data(batch, h, w, seed=0):
     k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img, axes=(1, 2)), norm="ortho"), axes=(1, 2)) * mask
     masks = np.broadcast_to(mask, (batch, h, w)).copy()
     return tf.constant(k.astype(np.complex64)), tf.constant(masks), tf.constant(img.astype(np.complex64))
-
-
-def _sync(out):
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-
-
-def median_times(fns, repeats):
-    """Median seconds of each callable: one warm-up (trace) each, then the repeats interleaved."""
-    for fn in fns.values():
-        _sync(fn())
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            _sync(fn())
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _model(T, safeguard=True):
