@@ -152,6 +152,7 @@ CPU = Preset(
     tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
     initial_omega=-4.0,
     conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
+    learning_rate=3e-3,  # as QUICKSTART: 1e-3 barely moves the network in 150 steps (tuning log in docs/benchmarks_quality.md)
     per_task_batch=2,
     meta_epochs=1.0,
     meta_max_steps=150,
