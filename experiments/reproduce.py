@@ -23,9 +23,11 @@ All stages share the masks in ``<workdir>/masks`` (built once from ``--mask_seed
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import app, flags, logging
@@ -39,8 +41,40 @@ ZF, META, META_R, CONV, CONV_R, ISTA = ("Zero-filled", "Meta-learning", "Meta-le
                                        "Conventional*", "ISTA-Net+")
 
 
+class Stage:
+    """A picklable stage: ``getattr(training_common, fn)(*before, stage_dir, *after, **kwargs)``.
+
+    Picklable so that :meth:`StageRunner.run_all` can send it to a worker process.
+    """
+
+    def __init__(self, fn: str, before: Sequence = (), after: Sequence = (), **kwargs):
+        self.fn, self.before, self.after, self.kwargs = fn, tuple(before), tuple(after), kwargs
+
+    def __call__(self, stage_dir: str) -> dict:
+        return getattr(tc, self.fn)(*self.before, stage_dir, *self.after, **self.kwargs)
+
+
+def _run_in_worker(sub: str, stage: Callable[[str], dict], verbosity: int) -> Tuple[dict, float]:
+    """Body of a worker process: run one stage, mark it complete, return (info, seconds)."""
+    import tensorflow as tf
+
+    logging.set_verbosity(verbosity)
+    for gpu in tf.config.list_physical_devices("GPU"):  # several workers may share one GPU
+        tf.config.experimental.set_memory_growth(gpu, True)
+    t = time.time()
+    info = stage(sub)
+    if not tc.is_complete(sub):
+        tc.mark_complete(sub, info)
+    return info, time.time() - t
+
+
 class StageRunner:
-    """Runs named stages in sub-directories, skipping complete ones; logs progress with an ETA."""
+    """Runs named stages in sub-directories, skipping complete ones; logs progress with an ETA.
+
+    :meth:`run` runs one stage in this process; :meth:`run_all` runs independent stages, optionally
+    in ``workers`` processes at once (each stage is self-contained: its own directory, seeds and
+    ``COMPLETE.json`` marker, so the results do not depend on the number of workers).
+    """
 
     def __init__(self, workdir: str, total: int):
         self.workdir, self.total, self.done, self.t0 = workdir, total, 0, time.time()
@@ -48,26 +82,69 @@ class StageRunner:
         self.skipped: List[str] = []
         self.ran: List[str] = []
 
-    def run(self, name: str, fn: Callable[[str], dict]) -> dict:
-        sub = os.path.join(self.workdir, name)
-        self.done += 1
-        if tc.is_complete(sub):
-            self.skipped.append(name)
-            logging.info("[%d/%d] stage %s already complete: skipped", self.done, self.total, name)
-            return tc.read_complete(sub)
-        t = time.time()
-        logging.info("[%d/%d] stage %s ...", self.done, self.total, name)
-        info = fn(sub)
+    def _skip(self, name: str, sub: str) -> Optional[dict]:
         if not tc.is_complete(sub):
-            tc.mark_complete(sub, info)
-        dt = time.time() - t
+            return None
+        self.done += 1
+        self.skipped.append(name)
+        logging.info("[%d/%d] stage %s already complete: skipped", self.done, self.total, name)
+        return tc.read_complete(sub)
+
+    def _finished(self, name: str, dt: float, workers: int = 1) -> None:
+        self.done += 1
         self.run_seconds.append(dt)
         self.ran.append(name)
         left = self.total - self.done
-        eta = left * (sum(self.run_seconds) / len(self.run_seconds))
+        eta = left * (sum(self.run_seconds) / len(self.run_seconds)) / max(1, workers)
         logging.info("[%d/%d] stage %s done in %.0f s; elapsed %.0f s; ETA %.0f s for %d more stage(s)",
                      self.done, self.total, name, dt, time.time() - self.t0, eta, left)
+
+    def run(self, name: str, fn: Callable[[str], dict]) -> dict:
+        sub = os.path.join(self.workdir, name)
+        info = self._skip(name, sub)
+        if info is not None:
+            return info
+        t = time.time()
+        logging.info("[%d/%d] stage %s ...", self.done + 1, self.total, name)
+        info = fn(sub)
+        if not tc.is_complete(sub):
+            tc.mark_complete(sub, info)
+        self._finished(name, time.time() - t)
         return info
+
+    def run_all(self, stages: Sequence[Tuple[str, Callable[[str], dict]]], workers: int = 1) -> Dict[str, dict]:
+        """Run independent stages (in order with ``workers=1``; else in a pool of processes).
+
+        With ``workers > 1`` the stages must be picklable (:class:`Stage`) and are started in
+        the given order (put the longest first). The first failing stage's exception is re-raised
+        after cancelling the stages not yet started; stages already complete stay complete.
+        """
+        if workers <= 1:
+            return {name: self.run(name, fn) for name, fn in stages}
+        out, todo = {}, []
+        for name, fn in stages:
+            sub = os.path.join(self.workdir, name)
+            info = self._skip(name, sub)
+            if info is None:
+                todo.append((name, sub, fn))
+            else:
+                out[name] = info
+        if not todo:
+            return out
+        n = min(int(workers), len(todo))
+        logging.info("running %d stage(s) in %d worker processes: %s", len(todo), n, ", ".join(t[0] for t in todo))
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = {ex.submit(_run_in_worker, sub, fn, logging.get_verbosity()): name for name, sub, fn in todo}
+            for fut in as_completed(futures):
+                info, dt = fut.result()
+                out[futures[fut]] = info
+                self._finished(futures[fut], dt, n)
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
+        return {name: out[name] for name, _ in stages}
 
 
 def _parse(specs) -> List:
@@ -113,9 +190,17 @@ def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], 
         return {t: float(np.mean(res[a][t]["psnr"]) - np.mean(res[b][t]["psnr"])) for t in tasks
                 if t in res[a] and t in res[b]}
 
+    def slice_wins(res, a, b, tasks):
+        """Per task: the fraction of test slices on which method a has the higher PSNR (paired)."""
+        if a not in res or b not in res:
+            return None
+        return {t: float(np.mean(np.asarray(res[a][t]["psnr"]) > np.asarray(res[b][t]["psnr"]))) for t in tasks
+                if t in res[a] and t in res[b]}
+
     out["meta_minus_conventional_seen_db"] = diff(t1, META, CONV, seen)  # paper: +1.54 (T1), +1.46 (T2)
     out["meta_minus_conventional_seen_per_task_db"] = per_task_diff(t1, META, CONV, seen)
     out["meta_minus_zero_filled_seen_per_task_db"] = per_task_diff(t1, META, ZF, seen)
+    out["meta_above_zero_filled_seen_slice_fraction"] = slice_wins(t1, META, ZF, seen)
     out["conventional_minus_ista_seen_db"] = diff(t1, CONV, ISTA, seen)  # paper: > 0 at every ratio
     out["conventional_minus_ista_per_task_db"] = per_task_diff(t1, CONV, ISTA, seen)
     out["meta_reduced_minus_conventional_reduced_db"] = diff(t1, META_R, CONV_R, seen)
@@ -135,8 +220,14 @@ def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], 
 
 def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mask_seed: int = 0,
                  seen=None, unseen=None, cartesian=None, reduced: bool = True, ista: bool = True,
-                 conventional_unseen: bool = True, figures: bool = True, title: str = "") -> dict:
-    """Run the protocol; returns ``{"tables": paths, "claims": ..., "stages_run": [...], ...}``."""
+                 conventional_unseen: bool = True, figures: bool = True, title: str = "", workers: int = 1) -> dict:
+    """Run the protocol; returns ``{"tables": paths, "claims": ..., "stages_run": [...], ...}``.
+
+    ``workers > 1`` trains that many stages at once in separate processes (then the adaptations,
+    then the evaluation); the numbers do not depend on it. Eager training of the small presets
+    keeps about one core busy, so on a 2-core machine ``workers=2`` nearly halves the wall time
+    of the training stages (docs/benchmarks_quality.md).
+    """
     from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
 
@@ -154,26 +245,22 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
                 + len(new_tasks) + 1)
     runner = StageRunner(workdir, n_stages)
     kw = dict(seed=seed, mask_seed=mask_seed, mask_dir=mask_dir)
-    infos = {}
-    infos["meta"] = runner.run("meta", lambda d: tc.run_meta(data_dir, seen, d, preset, **kw))
+    frac = dict(data_fraction=preset.reduced_fraction)
+    training = [("meta", Stage("run_meta", (data_dir, seen), (preset,), **kw))]
     if reduced:
-        infos["meta_reduced"] = runner.run("meta_reduced", lambda d: tc.run_meta(
-            data_dir, seen, d, preset, data_fraction=preset.reduced_fraction, **kw))
-    for t in conv_tasks:
-        infos[f"conv/{t.name}"] = runner.run(f"conv/{t.name}", lambda d, t=t: tc.run_conventional(
-            data_dir, t, d, preset, "loa", **kw))
+        training.append(("meta_reduced", Stage("run_meta", (data_dir, seen), (preset,), **frac, **kw)))
+    training += [(f"conv/{t.name}", Stage("run_conventional", (data_dir, t), (preset, "loa"), **kw))
+                 for t in conv_tasks]
     if reduced:
-        for t in seen:
-            infos[f"conv_reduced/{t.name}"] = runner.run(f"conv_reduced/{t.name}", lambda d, t=t: tc.run_conventional(
-                data_dir, t, d, preset, "loa", data_fraction=preset.reduced_fraction, **kw))
+        training += [(f"conv_reduced/{t.name}", Stage("run_conventional", (data_dir, t), (preset, "loa"), **frac, **kw))
+                     for t in seen]
     if ista:
-        for t in seen:
-            infos[f"ista/{t.name}"] = runner.run(f"ista/{t.name}", lambda d, t=t: tc.run_conventional(
-                data_dir, t, d, preset, "ista_net_plus", **kw))
+        training += [(f"ista/{t.name}", Stage("run_conventional", (data_dir, t), (preset, "ista_net_plus"), **kw))
+                     for t in seen]
+    infos = runner.run_all(training, workers)
     meta_model = os.path.join(workdir, "meta", tc.MODEL_FILE)
-    for t in new_tasks:
-        infos[f"adapt/{t.name}"] = runner.run(f"adapt/{t.name}", lambda d, t=t: tc.run_adapt(
-            meta_model, data_dir, t, d, preset, **kw))
+    infos.update(runner.run_all([(f"adapt/{t.name}", Stage("run_adapt", (meta_model, data_dir, t), (preset,), **kw))
+                                 for t in new_tasks], workers))
 
     def evaluation(d):
         os.makedirs(d, exist_ok=True)
@@ -282,6 +369,8 @@ def define_flags():
     flags.DEFINE_boolean("ista", True, "Train the ISTA-Net+ baseline on the seen tasks.")
     flags.DEFINE_boolean("figures", True, "Write comparison figures and the Fig. 6 convergence plot.")
     flags.DEFINE_string("title", "", "Caption added to the summary (e.g. 'T1, demo data').")
+    flags.DEFINE_integer("workers", 1, "Training stages run at once, each in its own process (results do not "
+                         "depend on it; 2 nearly halves the wall time of the cpu preset on 2 CPU cores).")
 
 
 def _task_flag(name):
@@ -302,20 +391,22 @@ def _main():
     if seen is not None and not seen:
         raise common.usage_error("tasks", "at least one seen task is required")
     unseen, cart = _task_flag("unseen_tasks"), _task_flag("cartesian_tasks")
+    if FLAGS.workers < 1:
+        raise common.usage_error("workers", f"must be a positive integer, but received: {FLAGS.workers}")
     common.require_dir("data_dir", FLAGS.data_dir)
     tc.load_images(FLAGS.data_dir, "test", 1)  # fail early on a bad dataset
     workdir = common.prepare_workdir(FLAGS.workdir)
     common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
                              name="config.json")
     s = run_protocol(FLAGS.data_dir, workdir, preset, FLAGS.seed, FLAGS.mask_seed, seen, unseen, cart,
-                     FLAGS.reduced, FLAGS.ista, True, FLAGS.figures, FLAGS.title)
+                     FLAGS.reduced, FLAGS.ista, True, FLAGS.figures, FLAGS.title, FLAGS.workers)
     print(open(s["outputs"]["summary"], encoding="utf-8").read())
     print(f"stages run: {len(s['stages_run'])}, skipped: {len(s['stages_skipped'])}; "
           f"TensorBoard: tensorboard --logdir {workdir}")
 
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "tasks", "unseen_tasks", "cartesian_tasks", "reduced",
-        "ista", "figures", "title")
+        "ista", "figures", "title", "workers")
 
 
 def main(argv):

@@ -276,6 +276,8 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
     total = _steps(epochs, len(merged), batch)
     cap = max_steps if max_steps is not None else preset.conv_max_steps
     total = min(total, cap) if cap else total
+    if model_type != "loa" and max_steps is None:
+        total = max(1, int(round(total * preset.ista_steps_factor)))
     sw = _stair(preset, total)
     if sw["enabled"]:
         sw["stage_max_iterations"] = max(1, total // (preset.num_phases - preset.initial_phases + 1))

@@ -38,6 +38,11 @@ def test_claims_are_psnr_differences_of_the_table_entries():
     res[META]["radial_0.20"]["sigma_omega"] = 0.95
     assert claims({"seen": res}, seen, [], [])["sigma_omega_decreasing_with_ratio"] is False
     assert c["meta_minus_conventional_unseen_db"] is None  # not run -> None, not a number
+    assert c["meta_above_zero_filled_seen_slice_fraction"] == {"radial_0.10": 1.0, "radial_0.20": 1.0}
+    res[META]["radial_0.10"]["psnr"] = np.asarray([24.0, 21.0])  # loses on the second slice
+    res[META]["radial_0.20"]["psnr"] = np.asarray([25.0, 25.0])  # ties do not count as wins
+    c = claims({"seen": res}, seen, [], [])
+    assert c["meta_above_zero_filled_seen_slice_fraction"] == {"radial_0.10": 0.5, "radial_0.20": 0.0}
 
 
 def test_stage_runner_skips_complete_stages_and_counts(tmp_path):
@@ -55,6 +60,34 @@ def test_stage_runner_skips_complete_stages_and_counts(tmp_path):
     r2 = StageRunner(str(tmp_path), 2)
     assert r2.run("a", stage)["value"] == 1 and r2.run("b/c", stage)["value"] == 2
     assert len(calls) == 2 and r2.skipped == ["a", "b/c"] and r2.ran == []
+
+
+def _pid_stage(d):
+    """A picklable stage for the worker-pool test: records the process that ran it."""
+    os.makedirs(d, exist_ok=True)
+    if os.path.basename(d) == "boom":
+        raise ValueError(f"stage {d} failed on purpose")
+    return {"pid": os.getpid(), "dir": d}
+
+
+def test_stage_runner_worker_pool_runs_stages_in_other_processes_and_resumes(tmp_path):
+    from experiments.reproduce import StageRunner
+
+    names = ["a", "b", "c/d"]
+    r = StageRunner(str(tmp_path), 3)
+    out = r.run_all([(n, _pid_stage) for n in names], workers=2)
+    assert list(out) == names and sorted(r.ran) == sorted(names)
+    assert all(out[n]["dir"] == os.path.join(str(tmp_path), n) for n in names)
+    assert all(out[n]["pid"] != os.getpid() for n in names)  # ran in worker processes
+    assert all(os.path.isfile(os.path.join(str(tmp_path), n, "COMPLETE.json")) for n in names)
+    r2 = StageRunner(str(tmp_path), 3)
+    out2 = r2.run_all([(n, _pid_stage) for n in names], workers=2)
+    assert r2.skipped == names and r2.ran == [] and {n: out2[n]["pid"] for n in names} == {n: out[n]["pid"] for n in names}
+    # a failing stage's error reaches the caller; it is not marked complete
+    r3 = StageRunner(str(tmp_path), 1)
+    with pytest.raises(ValueError, match="failed on purpose"):
+        r3.run_all([("e", _pid_stage), ("boom", _pid_stage)], workers=2)
+    assert not os.path.isfile(os.path.join(str(tmp_path), "boom", "COMPLETE.json"))
 
 
 def test_reproduce_bad_flags(tmp_path):
@@ -98,6 +131,14 @@ def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
     np.testing.assert_array_equal(m, np.load(os.path.join(wd, "adapt", "radial_0.30", "masks", "radial_0.30.npy")))
     summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
     assert len(summary["stages_run"]) == 6 and summary["stages_skipped"] == []
+
+    # The same protocol with two worker processes gives the same tables (stages are independent).
+    wd2 = str(tmp_path / "rep2")
+    proc = run_app("experiments.reproduce", *(a.replace(wd, wd2) for a in args), "--workers=2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "worker processes" in proc.stderr
+    rows2 = list(csv.DictReader(open(os.path.join(wd2, "evaluation", "table_seen.csv"))))
+    assert rows2 == rows
 
     before = os.path.getmtime(os.path.join(ev, "table_seen.md"))
     t0 = time.time()

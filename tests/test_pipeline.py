@@ -82,6 +82,26 @@ def test_determinism_with_seed(images, mask):
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def test_order_depends_on_seed_only_and_epochs_are_permutations(images, mask):
+    """The sample order must not depend on TF's global seed (a stage run after another stage in the
+    same process must see the same batches as in a fresh process) and each epoch is a permutation."""
+    n = len(images)
+
+    def order(seed):
+        ds = task_dataset(images, mask, 0, batch_size=1, seed=seed)
+        return [int(_index_of(b["target"].numpy(), images)[0]) for b in ds.take(3 * n)]
+
+    first = order(3)
+    tf.random.set_seed(1234)
+    assert order(3) == first
+    tf.random.set_seed(99)
+    assert order(3) == first
+    for e in range(3):
+        assert sorted(first[e * n:(e + 1) * n]) == list(range(n))
+    assert first[:n] != first[n:2 * n]  # reshuffled every epoch
+    assert order(4) != first
+
+
 def test_noise_statistics(rng, mask):
     imgs = rng.random((64, H, W)).astype(np.float32)
     sigma = 0.1

@@ -17,6 +17,10 @@ def test_quickstart_bad_flags(tmp_path):
     assert proc.returncode != 0 and "--crop" in proc.stderr
     proc = run_app("experiments.quickstart", f"--workdir={tmp_path}/q", "--margin_db=-1")
     assert proc.returncode != 0 and "--margin_db" in proc.stderr
+    proc = run_app("experiments.quickstart", f"--workdir={tmp_path}/q", "--min_slice_fraction=1.5")
+    assert proc.returncode != 0 and "--min_slice_fraction" in proc.stderr
+    proc = run_app("experiments.quickstart", f"--workdir={tmp_path}/q", "--workers=0")
+    assert proc.returncode != 0 and "--workers" in proc.stderr
 
 
 @pytest.mark.slow
@@ -31,9 +35,13 @@ def test_quickstart_smoke_runs_whole_pipeline_and_resumes(tmp_path):
     rows = list(csv.DictReader(open(os.path.join(wd, "evaluation", "table_seen.csv"))))
     psnr = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in rows}
     verdict = json.load(open(os.path.join(wd, "verdict.json")))
-    # The verdict is computed from the table: PASS iff every meta - zero-filled gap >= the margin.
+    # PASS iff, at every seen ratio, the table's meta - zero-filled gap >= the margin and meta-learning
+    # wins on at least min_slice_fraction of the test slices.
     gaps = {t: psnr[(t, "Meta-learning")] - psnr[(t, "Zero-filled")] for t in ("radial_0.10", "radial_0.40")}
-    assert verdict["pass"] == all(g >= 1.0 for g in gaps.values())
+    wins = verdict["claims"]["meta_above_zero_filled_seen_slice_fraction"]
+    assert set(wins) == set(gaps) and all(0.0 <= w <= 1.0 for w in wins.values())
+    assert verdict["margin_db"] == 0.1 and verdict["min_slice_fraction"] == 1.0
+    assert verdict["pass"] == all(gaps[t] >= 0.1 and wins[t] >= 1.0 for t in gaps)
     assert ("PASS" if verdict["pass"] else "FAIL") in proc.stdout
     assert os.path.isfile(os.path.join(wd, "evaluation", "table_unseen.md"))
     assert os.path.isfile(os.path.join(wd, "evaluation", "figure_seen.png"))

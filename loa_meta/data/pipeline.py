@@ -121,12 +121,25 @@ def _to_complex(x: tf.Tensor) -> tf.Tensor:
 
 
 def _index_dataset(n: int, batch: int, seed: int, shuffle: bool, repeat: bool, drop_remainder: bool):
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    return ds.batch(batch, drop_remainder=drop_remainder)
+    """Batches of slice indices; with ``shuffle``, epoch e is the permutation stateless_shuffle(seed, e).
+
+    Stateless so that the order depends on ``seed`` only, not on TensorFlow's global seed or on
+    what ran earlier in the process (``Dataset.shuffle(seed=...)`` combines its seed with the
+    global one, so a stage run after another in the same process saw a different order than the
+    same stage in a fresh process).
+    """
+    if not shuffle:
+        ds = tf.data.Dataset.range(n)
+        return (ds.repeat() if repeat else ds).batch(batch, drop_remainder=drop_remainder)
+    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    seed_t = tf.constant(int(seed) % _SEED_MOD, tf.int64)
+
+    def permutation(epoch):
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                        seed=tf.stack([seed_t, tf.cast(epoch, tf.int64)]))
+        return tf.data.Dataset.from_tensor_slices(perm)
+
+    return epochs.flat_map(permutation).batch(batch, drop_remainder=drop_remainder)
 
 
 def _options() -> tf.data.Options:
