@@ -160,6 +160,21 @@ def test_conventional_and_istanet_end_to_end(prepared, tmp_path, module, model_t
     assert os.path.isfile(os.path.join(wd, "masks", "radial_0.20.npy"))
 
 
+def test_ista_steps_factor_scales_only_the_istanet_budget(prepared, tmp_path):
+    from experiments import training_common as tc
+    from experiments.presets import TINY
+    from loa_meta.sampling.task_spec import parse_task_spec
+
+    p = TINY.override(conv_max_steps=1, ista_steps_factor=3.0)
+    task = parse_task_spec("radial:0.2")
+    ista = tc.run_conventional(prepared, task, str(tmp_path / "ista"), p, "ista_net_plus")
+    loa = tc.run_conventional(prepared, task, str(tmp_path / "loa"), p, "loa")
+    assert (ista["max_steps"], loa["max_steps"]) == (3, 1)
+    assert ista["steps"] == 3 and loa["steps"] == 1
+    # an explicit max_steps (the apps' --max_steps) is taken as given
+    assert tc.run_conventional(prepared, task, str(tmp_path / "ista2"), p, "ista_net_plus", max_steps=2)["max_steps"] == 2
+
+
 # ----------------------------------------------------------------------------- bad flags
 
 
