@@ -1,8 +1,9 @@
 """Presets of the training apps, ``reproduce`` and ``quickstart``: ``paper``, ``cpu``, ``tiny``.
 
 A :class:`Preset` holds every knob of the paper's protocol (Section 5.2-5.4). ``paper`` is the
-paper's setting; ``cpu`` scales it down so that ``reproduce --preset=cpu`` runs every stage in about
-an hour on 2 CPU cores; ``tiny`` runs in seconds (tests); ``quickstart`` is the README's main job.
+paper's setting; ``cpu`` scales it down so that ``reproduce --preset=cpu --workers=2`` runs every
+stage within an hour on 2 CPU cores (docs/benchmarks_quality.md); ``tiny`` runs in seconds (tests);
+``quickstart`` is the README's main job.
 Command-line flags override single fields (``Preset.override``).
 
 Budgets are given in *epochs* (passes over the training images of one task) and converted to
