@@ -2,7 +2,7 @@
 
 A :class:`Preset` holds every knob of the paper's protocol (Section 5.2-5.4). ``paper`` is the
 paper's setting; ``cpu`` scales it down so that ``reproduce --preset=cpu --workers=2`` runs every
-stage within an hour on 2 CPU cores (docs/benchmarks_quality.md); ``tiny`` runs in seconds (tests);
+stage in about an hour on 2 CPU cores (measured 72 min with the machine shared; docs/benchmarks_quality.md); ``tiny`` runs in seconds (tests);
 ``quickstart`` is the README's main job.
 Command-line flags override single fields (``Preset.override``).
 
@@ -146,8 +146,8 @@ class Preset:
 
 PAPER = Preset(name="paper")
 
-# The whole reproduce protocol (30 training runs) in about 45 minutes on 2 CPU cores with
-# --workers=2 (docs/benchmarks_quality.md): the quickstart's data (64x64 crop, 80/20/20 slices) and
+# The whole reproduce protocol (29 stages) in about an hour on 2 CPU cores with --workers=2
+# (measured 72 min while the test suite shared the machine; docs/benchmarks_quality.md): the quickstart's data (64x64 crop, 80/20/20 slices) and
 # network (3 phases, alpha0 = 1, tau0 = 0.3, kappa0 = sigmoid(-4), see QUICKSTART), stair-wise
 # from 1 phase, 80 Algorithm 2 iterations per stair stage.
 CPU = Preset(
