@@ -54,18 +54,23 @@ class Stage:
         return getattr(tc, self.fn)(*self.before, stage_dir, *self.after, **self.kwargs)
 
 
-def _run_in_worker(sub: str, stage: Callable[[str], dict], verbosity: int) -> Tuple[dict, float]:
-    """Body of a worker process: run one stage, mark it complete, return (info, seconds)."""
-    import tensorflow as tf
-
-    logging.set_verbosity(verbosity)
-    for gpu in tf.config.list_physical_devices("GPU"):  # several workers may share one GPU
-        tf.config.experimental.set_memory_growth(gpu, True)
+def _execute(sub: str, stage: Callable[[str], dict]) -> Tuple[dict, float]:
+    """Run one stage in ``sub``, mark it complete; returns (info, seconds)."""
     t = time.time()
     info = stage(sub)
     if not tc.is_complete(sub):
         tc.mark_complete(sub, info)
     return info, time.time() - t
+
+
+def _run_in_worker(sub: str, stage: Callable[[str], dict], verbosity: int) -> Tuple[dict, float]:
+    """Body of a worker process: :func:`_execute` after setting up logging and GPU memory growth."""
+    import tensorflow as tf
+
+    logging.set_verbosity(verbosity)
+    for gpu in tf.config.list_physical_devices("GPU"):  # several workers may share one GPU
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return _execute(sub, stage)
 
 
 class StageRunner:
@@ -104,12 +109,9 @@ class StageRunner:
         info = self._skip(name, sub)
         if info is not None:
             return info
-        t = time.time()
         logging.info("[%d/%d] stage %s ...", self.done + 1, self.total, name)
-        info = fn(sub)
-        if not tc.is_complete(sub):
-            tc.mark_complete(sub, info)
-        self._finished(name, time.time() - t)
+        info, dt = _execute(sub, fn)
+        self._finished(name, dt)
         return info
 
     def run_all(self, stages: Sequence[Tuple[str, Callable[[str], dict]]], workers: int = 1) -> Dict[str, dict]:
