@@ -2,8 +2,8 @@
 
 A :class:`Preset` holds every knob of the paper's protocol (Section 5.2-5.4). ``paper`` is the
 paper's setting; ``cpu`` scales it down so that ``reproduce --preset=cpu --workers=2`` runs every
-stage in about an hour on 2 CPU cores (measured 72 min with the machine shared; docs/benchmarks_quality.md); ``tiny`` runs in seconds (tests);
-``quickstart`` is the README's main job.
+stage in about an hour on 2 CPU cores (measured 72 min with the machine shared;
+docs/benchmarks_quality.md); ``tiny`` runs in seconds (tests); ``quickstart`` is the README's main job.
 Command-line flags override single fields (``Preset.override``).
 
 Budgets are given in *epochs* (passes over the training images of one task) and converted to
@@ -14,11 +14,16 @@ optimizer steps or Algorithm 2 outer iterations by :mod:`experiments.training_co
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Optional, Tuple
 
 SEEN_RADIAL = ("radial:0.1", "radial:0.2", "radial:0.3", "radial:0.4")
 UNSEEN_RADIAL = ("radial:0.15", "radial:0.25", "radial:0.35")
 CARTESIAN = ("cartesian:0.1", "cartesian:0.2", "cartesian:0.3", "cartesian:0.4")
+
+# Start of the scaled-down presets: omega_0 = -4, i.e. kappa_0 = sigmoid(-4) = 0.018 (see QUICKSTART).
+SMALL_OMEGA0 = -4.0
+SMALL_KAPPA0 = 1.0 / (1.0 + math.exp(-SMALL_OMEGA0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +152,8 @@ class Preset:
 PAPER = Preset(name="paper")
 
 # The whole reproduce protocol (29 stages) in about an hour on 2 CPU cores with --workers=2
-# (measured 72 min while the test suite shared the machine; docs/benchmarks_quality.md): the quickstart's data (64x64 crop, 80/20/20 slices) and
-# network (3 phases, alpha0 = 1, tau0 = 0.3, kappa0 = sigmoid(-4), see QUICKSTART), stair-wise
+# (measured 72 min while the test suite shared the machine; docs/benchmarks_quality.md): the
+# quickstart's data (64x64 crop, 80/20/20 slices) and network (3 phases, alpha0 = 1, tau0 = 0.3, kappa0 = sigmoid(-4), see QUICKSTART), stair-wise
 # from 1 phase, 80 Algorithm 2 iterations per stair stage.
 CPU = Preset(
     name="cpu",
@@ -157,8 +162,8 @@ CPU = Preset(
     stairwise=True,
     alpha0=1.0,
     tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
-    initial_omega=-4.0,
-    conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
+    initial_omega=SMALL_OMEGA0,
+    conv_kappa=SMALL_KAPPA0,  # = sigmoid(initial_omega): conventional starts from meta's network
     learning_rate=3e-3,  # as QUICKSTART; 1e-3 barely moves the network in a few hundred steps
     per_task_batch=2,
     meta_epochs=2.0,  # 2 x 80 / 2 = 80 outer iterations per stair stage
@@ -191,8 +196,8 @@ TINY = Preset(
     stairwise=True,
     alpha0=1.0,
     tau0=0.3,  # with initial_omega = -4: same line-4 step as the quickstart (see QUICKSTART)
-    initial_omega=-4.0,
-    conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
+    initial_omega=SMALL_OMEGA0,
+    conv_kappa=SMALL_KAPPA0,  # = sigmoid(initial_omega): conventional starts from meta's network
     per_task_batch=1,
     meta_epochs=1.0,
     meta_max_steps=4,
@@ -229,8 +234,8 @@ QUICKSTART = Preset(
     # tau * kappa ~ 0.005 (the paper's 0.01 * 0.5); docs/benchmarks_quality.md.
     alpha0=1.0,  # alpha = 1 makes the data-consistency step a projection; the paper's 0.01 is inert in 3 phases
     tau0=0.3,
-    initial_omega=-4.0,
-    conv_kappa=1.0 / (1.0 + 2.718281828459045 ** 4.0),  # = sigmoid(initial_omega): same start as meta
+    initial_omega=SMALL_OMEGA0,
+    conv_kappa=SMALL_KAPPA0,  # = sigmoid(initial_omega): conventional starts from meta's network
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
     meta_epochs=2.0,

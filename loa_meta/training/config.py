@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional
 
-from loa_meta.fileio import write_json_atomic  # noqa: F401  (re-exported)
+from loa_meta.fileio import write_json_atomic
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
 
 
