@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from loa_meta.models.loa_net import LOANet  # noqa: E402
 from loa_meta.physics.fft import fft2c  # noqa: E402
 from loa_meta.training.algorithm2 import penalty_objective_and_grads  # noqa: E402
-from loa_meta.training.loop import _make_adam  # noqa: E402
+
 from loa_meta.training.config import MetaConfig  # noqa: E402
 
 FLAGS = flags.DEFINE_string("config", "small", "small | paper")
@@ -97,7 +97,7 @@ def main(argv):
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
     theta, omega = model.theta_variables, model.omega_variables
     cfg = MetaConfig()
-    opt = _make_adam(cfg, cfg.learning_rate)
+    opt = tf.keras.optimizers.Adam(cfg.learning_rate)
     opt.build(theta)
 
     from loa_meta.training.algorithm2 import accumulate_loss_gradients

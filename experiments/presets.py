@@ -68,6 +68,9 @@ class Preset:
       seen_tasks, unseen_tasks, cartesian_tasks: task specs of Tables 1-2, 3-4 and 5.
       checkpoint_every, log_every, summary_every, image_every: bookkeeping intervals.
       patience, min_delta: stair-wise plateau rule.
+      compile_steps: run the gradients in compiled kernels (``TrainConfig.compile_steps``); the
+        ``tiny`` preset (a handful of steps on tiny images, used by the tests) runs them eagerly,
+        where tracing would cost more than it saves.
     """
 
     name: str
@@ -116,6 +119,7 @@ class Preset:
     image_every: int = 200
     patience: int = 3
     min_delta: float = 1e-3
+    compile_steps: bool = True
 
     def override(self, **kwargs: Any) -> "Preset":
         """A copy with the given fields replaced; ``None`` values are ignored (flag not given)."""
@@ -219,6 +223,7 @@ TINY = Preset(
     summary_every=2,
     image_every=0,
     patience=1,
+    compile_steps=False,
 )
 
 # The README's main job (experiments.quickstart): small crop, few phases, larger initial step.

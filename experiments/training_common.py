@@ -193,7 +193,8 @@ def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_ra
     lr = preset.learning_rate if learning_rate is None else learning_rate
     return dict(learning_rate=lr, seed=seed, max_steps=max_steps,
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
-                summary_every=preset.summary_every, image_every=preset.image_every)
+                summary_every=preset.summary_every, image_every=preset.image_every,
+                compile_steps=preset.compile_steps)
 
 
 # ----------------------------------------------------------------------------- runs

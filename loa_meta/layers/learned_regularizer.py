@@ -9,7 +9,7 @@ import tensorflow as tf
 from loa_meta.layers.complex_ops import real_to_complex
 
 from loa_meta.layers.complex_conv2d import ComplexConv2D
-from loa_meta.layers.smoothed_relu import _as, smoothed_relu, smoothed_relu_derivative
+from loa_meta.layers.smoothed_relu import cast_like, smoothed_relu, smoothed_relu_derivative
 from loa_meta.validation import check_positive, check_positive_int
 
 
@@ -31,7 +31,7 @@ def _layer_initializer(initializer, q: int):
 
 def _per_sample(eps, real_dtype: tf.DType, rank: int) -> tf.Tensor:
     """Scalar or (B,) eps -> tensor broadcastable against a rank-`rank` batch tensor."""
-    e = _as(eps, real_dtype)
+    e = cast_like(eps, real_dtype)
     if e.shape.rank == 0:
         return e
     return tf.reshape(e, [-1] + [1] * (rank - 1))

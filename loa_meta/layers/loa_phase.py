@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from loa_meta.layers.complex_ops import real_to_complex
-from loa_meta.layers.smoothed_relu import _as
+from loa_meta.layers.smoothed_relu import cast_like
 from loa_meta.physics.operators import LinearOperator
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
 
@@ -186,8 +186,8 @@ class LOAPhase(keras.layers.Layer):
         cdt, rdt = x.dtype, x.dtype.real_dtype
         y = tf.cast(y, cdt)
         batch = tf.shape(x)[0]
-        kappa = tf.broadcast_to(_as(kappa, rdt), [batch])
-        eps = tf.broadcast_to(_as(eps, rdt), [batch])
+        kappa = tf.broadcast_to(cast_like(kappa, rdt), [batch])
+        eps = tf.broadcast_to(cast_like(eps, rdt), [batch])
         active = tf.broadcast_to(tf.cast(active, tf.bool), [batch])
         if step_sizes is None:
             alpha, tau = self.step_sizes(rdt)
@@ -232,7 +232,8 @@ class LOAPhase(keras.layers.Layer):
 
         if not self.safeguard:
             x_next = tf.where(act_img, u, x)
-            diag = {"branch": tf.where(active, BRANCH_U, BRANCH_INACTIVE), "backtracks": zeros_i, "eps": eps}
+            diag = {"branch": tf.where(active, BRANCH_U, BRANCH_INACTIVE), "backtracks": zeros_i, "eps": eps,
+                    "reduce_eps": tf.zeros([batch], tf.bool)}
             carry_next = carry
             if compute_diagnostics:
                 phi_x, grad_phi = energy_and_grad_at_x()
@@ -245,14 +246,14 @@ class LOAPhase(keras.layers.Layer):
         # grad phi at u are evaluated together: u is the usual x_{t+1}, whose gradient line 15 needs)
         phi_x, grad_phi = energy_and_grad_at_x()
         phi_u, grad_phi_u = energy_and_grad(u)
-        a = _as(self.a, rdt)
+        a = cast_like(self.a, rdt)
         du2 = tf.stop_gradient(_sqnorm(u - x))
         g2 = tf.stop_gradient(_sqnorm(grad_phi))
         accept_u = (g2 <= a * a * du2) & (tf.stop_gradient(phi_u - phi_x) <= -du2 / a)
         need_v = active & ~accept_u
 
         # lines 8-13
-        rho = _as(self.rho, rdt)
+        rho = cast_like(self.rho, rdt)
 
         def descent_ok(v, phi_v):
             return tf.stop_gradient(phi_v - phi_x) <= -tf.stop_gradient(_sqnorm(v - x)) / a
@@ -309,12 +310,12 @@ class LOAPhase(keras.layers.Layer):
 
         # line 15 (gradient of phi_{eps_t} at x_{t+1}, already evaluated above for each branch)
         grad_phi_next = tf.where(take_u_img, grad_phi_u, tf.where(take_v_img, grad_phi_v, grad_phi))
-        thresh = _as(self.sigma * self.gamma, rdt) * tf.stop_gradient(eps)
+        thresh = cast_like(self.sigma * self.gamma, rdt) * tf.stop_gradient(eps)
         reduce_eps = active & (tf.stop_gradient(_sqnorm(grad_phi_next)) < thresh * thresh)
-        eps_next = tf.where(reduce_eps, _as(self.gamma, rdt) * eps, eps)
+        eps_next = tf.where(reduce_eps, cast_like(self.gamma, rdt) * eps, eps)
         # line 16 (tested on eps_t, as written)
-        tol = _as(self.eps_tol if eps_tol is None else eps_tol, rdt)
-        active_next = active & ~(_as(self.sigma, rdt) * tf.stop_gradient(eps) < tol)
+        tol = cast_like(self.eps_tol if eps_tol is None else eps_tol, rdt)
+        active_next = active & ~(cast_like(self.sigma, rdt) * tf.stop_gradient(eps) < tol)
 
         diag = {
             "phi": phi_x,
@@ -322,9 +323,93 @@ class LOAPhase(keras.layers.Layer):
             "branch": branch,
             "backtracks": tf.where(need_v, backtracks, 0),
             "eps": eps,
+            "reduce_eps": reduce_eps,
             "grad_norm": tf.sqrt(g2),
         }
         return finish((x_next, eps_next, active_next, diag), (phi_next, grad_phi_next, eps))
+
+    def update(
+        self,
+        regularizer,
+        operator: LinearOperator,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        kappa,
+        eps,
+        decision: Dict[str, tf.Tensor],
+        step_sizes=None,
+        dense_v: bool = False,
+    ) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Lines 3-15 of Algorithm 1 *replayed* with planned decisions: straight-line and differentiable.
+
+        Every branch decision of Algorithm 1 is piecewise constant in the weights, so the training
+        engine first runs :meth:`step` without recording gradients (the *plan*), then computes x_T
+        again with this method, which takes the decisions as tensors and contains no ``tf.cond`` /
+        ``tf.while_loop``:
+
+            x_{t+1} = where(u, u_{t+1}, where(v, x_t - alpha_t rho^k grad phi(x_t), x_t))
+            eps_{t+1} = where(reduce, gamma eps_t, eps_t)
+
+        with ``alpha_t rho^k`` built by k successive multiplications by rho, exactly as line 12 does.
+        The result equals :meth:`step`'s ``(x_next, eps_next)`` for the same decisions (same
+        operations on the same values), and so do its first- and second-order gradients.
+
+        Args:
+          regularizer, operator, x, y, kappa, eps, step_sizes: as in :meth:`step`.
+          decision: ``{"branch", "backtracks", "reduce_eps"}`` ``(B,)`` tensors from :meth:`step`'s
+            diagnostics (branch codes ``BRANCH_*``).
+          dense_v: compute grad phi(x_t) for the whole batch (XLA needs static shapes) instead of
+            only for the samples that take the v branch (gathered; the default).
+
+        Returns:
+          ``(x_next, eps_next)``.
+        """
+        x = tf.convert_to_tensor(x)
+        cdt, rdt = x.dtype, x.dtype.real_dtype
+        y = tf.cast(y, cdt)
+        batch = tf.shape(x)[0]
+        kappa = tf.broadcast_to(cast_like(kappa, rdt), [batch])
+        eps = tf.broadcast_to(cast_like(eps, rdt), [batch])
+        if step_sizes is None:
+            alpha, tau = self.step_sizes(rdt)
+        else:
+            alpha, tau = (tf.cast(tf.abs(v), rdt) for v in step_sizes)
+        kap = _img(kappa, cdt)
+        branch = tf.convert_to_tensor(decision["branch"])
+
+        def grad_r(v, e):
+            return regularizer_value_and_grad(regularizer, v, e, self.grad_mode)[1]
+
+        # lines 3-4
+        grad_f = operator.data_grad(x, y)
+        z = x - real_to_complex(alpha, cdt) * grad_f
+        u = z - real_to_complex(tau, cdt) * kap * grad_r(z, eps)
+        if not self.safeguard:
+            return tf.where((branch != BRANCH_INACTIVE)[:, tf.newaxis, tf.newaxis], u, x), eps
+
+        # lines 8-12: alpha_t rho^k as k successive multiplications by rho, exactly as the line search
+        # computes it (a left-to-right cumulative product; tf.pow would differ by up to ~5e-5 at k = 40)
+        k = tf.cast(decision["backtracks"], tf.int32)
+        table = tf.math.cumprod(tf.concat([alpha[tf.newaxis], tf.fill([self.max_backtracks], cast_like(self.rho, rdt))], 0))
+        step = tf.gather(table, k)
+        take_u = (branch == BRANCH_U)[:, tf.newaxis, tf.newaxis]
+        take_v = branch == BRANCH_V
+        if dense_v:
+            grad_phi = grad_f + kap * grad_r(x, eps)
+            v = x - _img(step, cdt) * grad_phi
+        else:
+            idx = tf.where(take_v)[:, 0]
+            # never an empty sub-batch: graph-mode conv gradients fail on batch 0 ("input depth must
+            # be evenly divisible"), so with no v sample, sample 0 is computed and not selected
+            idx = tf.concat([idx, tf.zeros([1], idx.dtype)], 0)[: tf.maximum(tf.size(idx), 1)]
+            x_v = tf.gather(x, idx)
+            grad_phi_v = tf.gather(grad_f, idx) + tf.gather(kap, idx) * grad_r(x_v, tf.gather(eps, idx))
+            v_v = x_v - _img(tf.gather(step, idx), cdt) * grad_phi_v
+            v = tf.scatter_nd(idx[:, tf.newaxis], v_v, tf.shape(x, out_type=tf.int64))
+        x_next = tf.where(take_u, u, tf.where(take_v[:, tf.newaxis, tf.newaxis], v, x))
+        # line 15 (the test itself was taken by the plan)
+        eps_next = tf.where(tf.cast(decision["reduce_eps"], tf.bool), cast_like(self.gamma, rdt) * eps, eps)
+        return x_next, eps_next
 
     def get_config(self):
         return {

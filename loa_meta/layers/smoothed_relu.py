@@ -8,7 +8,7 @@ import tensorflow as tf
 from loa_meta.validation import check_positive
 
 
-def _as(value, dtype: tf.DType) -> tf.Tensor:
+def cast_like(value, dtype: tf.DType) -> tf.Tensor:
     """Python numbers go straight to ``dtype`` (tf.cast of a Python float rounds through float32)."""
     if isinstance(value, (tf.Tensor, tf.Variable)) or hasattr(value, "dtype"):
         return tf.cast(value, dtype)
@@ -16,14 +16,14 @@ def _as(value, dtype: tf.DType) -> tf.Tensor:
 
 
 def _real_smoothed_relu(x: tf.Tensor, delta) -> tf.Tensor:
-    d = _as(delta, x.dtype)
+    d = cast_like(delta, x.dtype)
     xc = tf.clip_by_value(x, -d, d)  # keeps the quadratic branch (and its gradients) bounded
     quad = xc * xc / (4.0 * d) + 0.5 * xc + d / 4.0
     return tf.where(x >= d, x, tf.where(x <= -d, tf.zeros_like(x), quad))
 
 
 def _real_smoothed_relu_derivative(x: tf.Tensor, delta) -> tf.Tensor:
-    d = _as(delta, x.dtype)
+    d = cast_like(delta, x.dtype)
     xc = tf.clip_by_value(x, -d, d)
     return tf.where(x >= d, tf.ones_like(x), tf.where(x <= -d, tf.zeros_like(x), xc / (2.0 * d) + 0.5))
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
 import keras
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.eager import record as _record  # no public API pauses every active tape
 
 from loa_meta.fileio import atomic_dir
 from loa_meta.layers.learned_regularizer import LearnedRegularizer
@@ -16,6 +18,20 @@ from loa_meta.physics.operators import SingleCoilOperator, check_kspace_mask
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
 
 DIAGNOSTIC_KEYS = ("phi", "phi_next", "branch", "backtracks", "eps", "grad_norm")
+# The decisions of Algorithm 1 recorded by the plan and replayed by the differentiable update.
+PLAN_KEYS = ("branch", "backtracks", "reduce_eps")
+
+
+@contextlib.contextmanager
+def stop_recording():
+    """Pause every active GradientTape (the planning pass needs no gradients).
+
+    ``GradientTape.stop_recording`` pauses one tape that the caller owns; the plan runs under tapes
+    opened by whoever differentiates the model, so it pauses all of them. The decisions are
+    non-differentiable (bool/int), so this only saves the tapes' memory and time.
+    """
+    with _record.stop_recording():
+        yield
 
 
 @keras.saving.register_keras_serializable(package="loa_meta")
@@ -237,15 +253,65 @@ class LOANet(keras.Model):
         return op, x0, eps, tf.ones([batch], tf.bool), self.kappa(task_id)
 
     def call(self, inputs, training=None):
+        """x_T. With ``training=True``: :meth:`plan` (recording no gradients), then :meth:`replay`.
+
+        Both give the same x_T; the replay is the straight-line differentiable form (no
+        ``tf.cond`` / ``tf.while_loop``), so first- and second-order gradients are cheap to trace
+        and to run. Inference runs the sequential Algorithm 1 directly.
+        """
         y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
+        if training:
+            return self._replay(y, mask, task_id, self._plan(y, mask, task_id))
+        return self._sequential(y, mask, task_id, record_decisions=False)["x"]
+
+    def _sequential(self, y, mask, task_id, record_decisions: bool):
+        """The one phase loop of Algorithm 1 (lines 2-17) as the sequential reference."""
         op, x, eps, active, kappa = self._init_state(y, mask, task_id)
         carry = None
+        decisions = {k: [] for k in PLAN_KEYS}
         for phase in self.phases:
-            x, eps, active, _, carry = phase.step(
+            x, eps, active, diag, carry = phase.step(
                 self.regularizer, op, x, y, kappa, eps, active, compute_diagnostics=False,
                 carry=carry if self._reuse_energy_grad else None, return_carry=True,
             )
+            if record_decisions:
+                for k in PLAN_KEYS:
+                    decisions[k].append(diag[k])
+        out = {"x": x}
+        if record_decisions:
+            out.update({k: tf.stack(v) for k, v in decisions.items()})
+        return out
+
+    def _plan(self, y, mask, task_id):
+        with stop_recording():
+            out = self._sequential(y, mask, task_id, record_decisions=True)
+            return {k: tf.stop_gradient(v) for k, v in out.items()}
+
+    def plan(self, inputs):
+        """Algorithm 1's branch decisions for ``inputs``, computed without recording gradients.
+
+        Returns a dict of ``(T, B)`` tensors ``branch`` (0 u, 1 v, 2 kept, -1 inactive),
+        ``backtracks`` (line-12 reductions) and ``reduce_eps`` (line 15), plus ``x`` = x_T
+        (gradient-free). :meth:`replay` turns them into a differentiable x_T.
+        """
+        y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
+        return self._plan(y, mask, task_id)
+
+    def _replay(self, y, mask, task_id, plan, dense_v: bool = False):
+        op, x, eps, _, kappa = self._init_state(y, mask, task_id)
+        for t, phase in enumerate(self.phases):
+            decision = {k: plan[k][t] for k in PLAN_KEYS}
+            x, eps = phase.update(self.regularizer, op, x, y, kappa, eps, decision, dense_v=dense_v)
         return x
+
+    def replay(self, inputs, plan, dense_v: bool = False):
+        """x_T as a straight-line differentiable function of the weights, with ``plan``'s decisions.
+
+        Equals ``plan["x"]`` (and :meth:`call`) when ``plan`` was made for the same inputs and
+        weights. ``dense_v=True`` evaluates the v-branch for the whole batch (static shapes, for XLA).
+        """
+        y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
+        return self._replay(y, mask, task_id, plan, dense_v=dense_v)
 
     def _initial_carry(self, x):
         """A carry that forces line 5 to evaluate phi and grad phi (eps_c = NaN != eps)."""

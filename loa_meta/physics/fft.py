@@ -26,10 +26,18 @@ def _check_complex(x: tf.Tensor, name: str) -> tf.Tensor:
     return x
 
 
+def _hw(x: tf.Tensor):
+    """(H, W) as Python ints when static (fewer graph ops to trace and differentiate), else tensors."""
+    h, w = x.shape[-2], x.shape[-1]
+    if h is not None and w is not None:
+        return int(h), int(w)
+    shape = tf.shape(x)
+    return shape[-2], shape[-1]
+
+
 def _shift(x: tf.Tensor, inverse: bool) -> tf.Tensor:
     """fftshift (inverse=False) or ifftshift (inverse=True) over the last two axes."""
-    shape = tf.shape(x)
-    h, w = shape[-2], shape[-1]
+    h, w = _hw(x)
     if inverse:
         shifts = [-(h // 2), -(w // 2)]
     else:
@@ -37,10 +45,11 @@ def _shift(x: tf.Tensor, inverse: bool) -> tf.Tensor:
     return tf.roll(x, shift=shifts, axis=[-2, -1])
 
 
-def _scale(x: tf.Tensor) -> tf.Tensor:
-    shape = tf.shape(x)
-    n = tf.cast(shape[-2] * shape[-1], x.dtype.real_dtype)
-    return tf.cast(tf.math.rsqrt(n), x.dtype)
+def _scale(x: tf.Tensor, inverse: bool = False) -> tf.Tensor:
+    """1/sqrt(H W) (forward) or sqrt(H W) (inverse) in the dtype of ``x``."""
+    h, w = _hw(x)
+    n = tf.cast(h * w, x.dtype.real_dtype)
+    return tf.cast(tf.sqrt(n) if inverse else tf.math.rsqrt(n), x.dtype)
 
 
 def fft2c(x: tf.Tensor) -> tf.Tensor:
@@ -66,7 +75,4 @@ def ifft2c(k: tf.Tensor) -> tf.Tensor:
       Complex image tensor of the same shape and dtype.
     """
     k = _check_complex(k, "k")
-    n = tf.cast(tf.shape(k)[-2] * tf.shape(k)[-1], k.dtype.real_dtype)
-    return _shift(tf.signal.ifft2d(_shift(k, inverse=True)), inverse=False) * tf.cast(
-        tf.sqrt(n), k.dtype
-    )
+    return _shift(tf.signal.ifft2d(_shift(k, inverse=True)), inverse=False) * _scale(k, inverse=True)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from loa_meta.training.api import _history, _prepare
+from loa_meta.training.api import run_history, prepare_workdir
 from loa_meta.training.config import AdaptConfig
 from loa_meta.training.loop import AdaptMode, TrainingRun
 
@@ -32,7 +32,7 @@ def adapt_omega(model, config: AdaptConfig, workdir: str, data, strategy: Option
     Returns:
       ``(model, task_index, history)``.
     """
-    _prepare(config, workdir)
+    prepare_workdir(config, workdir)
     task_index = model.num_tasks  # index the new task will get
     state = {"added": False}
 
@@ -61,4 +61,4 @@ def adapt_omega(model, config: AdaptConfig, workdir: str, data, strategy: Option
     run = TrainingRun(AdaptMode(config, task_index), config, workdir, data, build, None, None, strategy,
                       prepare_model=prepare, summaries=summaries)
     out = run.run()
-    return out, task_index, _history(run)
+    return out, task_index, run_history(run)

@@ -23,6 +23,7 @@ lambda <- nu_lambda lambda. The outer ``while delta > delta_tol`` (line 3) is dr
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -67,13 +68,15 @@ def global_batch_size(batch) -> tf.Tensor:
     return tf.shape(batch["target"])[0]
 
 
-def _sum_sq(ts: Sequence[tf.Tensor]) -> tf.Tensor:
+def sum_sq(ts: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Sum of squares of all entries of a list of tensors (float32 scalar; 0 for an empty list)."""
     if not ts:
         return tf.constant(0.0, tf.float32)
     return tf.add_n([tf.cast(tf.reduce_sum(tf.square(t)), tf.float32) for t in ts])
 
 
-def _all_reduce(values):
+def all_reduce(values):
+    """Sum over replicas in a replica context (identity without distribution)."""
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return values
@@ -111,8 +114,136 @@ def _add_lists(acc, new):
     return [a + b for a, b in zip(acc, new)]
 
 
+def _num_replicas() -> int:
+    ctx = tf.distribute.get_replica_context()
+    return ctx.num_replicas_in_sync if ctx is not None else 1
+
+
+def predict_for_training(model, batch, dense_v: bool = False):
+    """The model's output to differentiate: plan + straight-line replay where the model offers it.
+
+    For a :class:`~loa_meta.models.LOANet` the Algorithm 1 decisions are planned first (no gradient
+    recording), then x_T is replayed without ``tf.cond`` / ``tf.while_loop``, so nested tapes stay
+    cheap. Other models are called with ``training=True``.
+    """
+    inputs = model_inputs(batch)
+    if hasattr(model, "plan") and hasattr(model, "replay"):
+        return model.replay(inputs, model.plan(inputs), dense_v=dense_v)
+    return model(inputs, training=True)
+
+
+class GradientKernels:
+    """The compiled gradient computations of one model structure (one stair-wise stage).
+
+    Each kernel is one ``tf.function`` (AutoGraph off: the network's loops are meant to unroll,
+    its control flow is explicit), traced once for a micro-batch shape and reused for every
+    micro-batch and every step of the stage; micro-batches are looped over on the host, so the
+    graph holds one copy of the network whatever the number of micro-batches.
+
+    * ``loss_grads(mb, n, wrt)``: Eq. 13 loss of ``mb`` and its gradient w.r.t. ``"theta"``,
+      ``"omega"`` or ``"all"`` (first order).
+    * ``penalty_hvp(mb, g_stop, lam, n)``: grad_{theta,omega} lambda <grad_theta L(mb), g_stop>
+      (reverse-over-reverse Hessian-vector product; summed over micro-batches it is the gradient
+      of the Eq. 18 penalty lambda/2 ||g||^2 with g = stop_gradient of the full-batch gradient).
+    * ``penalty_whole(b_tr, b_val, lam, n_tr, n_val)``: all of Eq. 18 for whole batches in one graph.
+
+    Args:
+      model: the model (loa-meta call convention, optionally ``plan``/``replay``).
+      theta, omega: the variable blocks.
+      reduction: ``"sum"`` or ``"mean"`` (the loss of Eqs. 13-14).
+      jit_compile: compile the kernels with XLA (the v-branch then runs densely over the batch).
+    """
+
+    def __init__(self, model, theta, omega, reduction: str = "sum", jit_compile: bool = False):
+        self._model = weakref.ref(model)  # the kernels are cached per model; no reference cycle
+        self.theta, self.omega = list(theta), list(omega)
+        self.reduction, self.jit_compile = reduction, bool(jit_compile)
+        opts = dict(autograph=False, jit_compile=self.jit_compile)
+        self._loss_grads = {
+            wrt: tf.function(lambda mb, n, _w=wrt: self._first_order(mb, n, _w), **opts)
+            for wrt in ("theta", "omega", "all")
+        }
+        self.penalty_hvp = tf.function(self._hvp, **opts)
+        self.penalty_whole = tf.function(self._whole, **opts)
+
+    @property
+    def model(self):
+        return self._model()
+
+    def _vars(self, wrt):
+        return {"theta": self.theta, "omega": self.omega, "all": self.theta + self.omega}[wrt]
+
+    def _loss(self, batch, n):
+        pred = predict_for_training(self.model, batch, dense_v=self.jit_compile)
+        return reconstruction_loss(pred, batch["target"], self.reduction, n)
+
+    def _first_order(self, mb, n, wrt):
+        with tf.GradientTape() as tape:
+            loss = self._loss(mb, n)
+        return loss, tape.gradient(loss, self._vars(wrt), unconnected_gradients=_ZERO)
+
+    def _hvp(self, mb, g_stop, lam, n):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = self._loss(mb, n)
+            g = inner.gradient(loss, self.theta, unconnected_gradients=_ZERO)
+            ip = tf.add_n([tf.reduce_sum(a * tf.cast(b, a.dtype)) for a, b in zip(g, g_stop)])
+            term = tf.cast(lam, loss.dtype) * tf.cast(ip, loss.dtype)
+        return loss, g, outer.gradient(term, self.theta + self.omega, unconnected_gradients=_ZERO)
+
+    def _whole(self, b_tr, b_val, lam, n_tr, n_val):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                l_tr = self._loss(b_tr, n_tr)
+            g = inner.gradient(l_tr, self.theta, unconnected_gradients=_ZERO)
+            g_stop = [tf.stop_gradient(x) for x in g]
+            ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
+            l_val = self._loss(b_val, n_val)
+            surrogate = l_val + tf.cast(lam, l_val.dtype) * tf.cast(ip, l_val.dtype)
+        grads = outer.gradient(surrogate, self.theta + self.omega, unconnected_gradients=_ZERO)
+        return l_tr, l_val, g, grads
+
+    def loss_grads(self, mb, n, wrt: str):
+        return self._loss_grads[wrt](mb, n)
+
+    def tracing_count(self) -> int:
+        """Traces made so far by all kernels (a stage must trace each kernel at most once per shape)."""
+        fns = list(self._loss_grads.values()) + [self.penalty_hvp, self.penalty_whole]
+        return sum(f.experimental_get_tracing_count() for f in fns)
+
+
+def gradient_kernels(model, theta, omega, reduction: str = "sum", jit_compile: bool = False) -> GradientKernels:
+    """The :class:`GradientKernels` of ``model`` for these variables (cached on the model).
+
+    The cache is keyed by the model's number of phases and the variable blocks, so a stair-wise
+    stage (one more phase) builds new kernels and drops the previous stage's.
+    """
+    phases = int(getattr(model, "num_phases", 0) or 0)
+    key = (tuple(id(v) for v in theta), tuple(id(v) for v in omega), reduction, bool(jit_compile))
+    cache = _KERNELS.get(model)
+    if cache is None or cache[0] != phases:
+        cache = _KERNELS[model] = (phases, {})
+    if key not in cache[1]:
+        cache[1][key] = GradientKernels(model, theta, omega, reduction, jit_compile)
+    return cache[1][key]
+
+
+_KERNELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _sum_over(results):
+    """Sum tuples of (tensor or list of tensors) over micro-batches."""
+    acc = None
+    for r in results:
+        acc = list(r) if acc is None else [
+            _add_lists(a, b) if isinstance(a, (list, tuple)) else a + b for a, b in zip(acc, r)
+        ]
+    return acc
+
+
 def accumulate_loss_gradients(model, batch, variables, reduction: str, global_n, microbatch_size=None,
-                              extra_loss_fn: Optional[Callable] = None):
+                              extra_loss_fn: Optional[Callable] = None, jit_compile: bool = False,
+                              compiled: bool = True):
     """Exact gradient of the Eq. 13 loss (a sum over samples) accumulated over micro-batches.
 
     Args:
@@ -124,15 +255,30 @@ def accumulate_loss_gradients(model, batch, variables, reduction: str, global_n,
       microbatch_size: samples per micro-batch (``None``: the whole batch at once).
       extra_loss_fn: optional ``extra_loss_fn(model, mb) -> (prediction, extra)``; when given, the
         prediction comes from it and ``extra`` (a scalar already reduced like the loss) is added.
+      jit_compile: compile the gradient kernel with XLA.
+      compiled: use the compiled kernel (False: op by op).
 
     Returns:
       ``(loss, extra, grads)`` summed over micro-batches (``extra`` is 0 without ``extra_loss_fn``).
+
+    Without ``extra_loss_fn`` and outside a multi-replica strategy each micro-batch runs through one
+    compiled :class:`GradientKernels` kernel (traced once); otherwise op by op.
     """
+    variables = list(variables)
+    mbs = split_microbatches(batch, microbatch_size)
+    if global_n is None:
+        global_n = global_batch_size(batch)
+    if compiled and extra_loss_fn is None and _num_replicas() == 1:
+        wrt = _block_of(model, variables)
+        if wrt is not None:
+            kern = gradient_kernels(model, *_blocks(model), reduction, jit_compile)
+            loss, grads = _sum_over(kern.loss_grads(mb, global_n, wrt) for mb in mbs)
+            return loss, tf.constant(0.0, tf.float32), list(grads)
     loss_acc, extra_acc, grads = None, None, None
-    for mb in split_microbatches(batch, microbatch_size):
+    for mb in mbs:
         with tf.GradientTape() as tape:
             if extra_loss_fn is None:
-                pred = model(model_inputs(mb), training=True)
+                pred = predict_for_training(model, mb)
                 extra = tf.constant(0.0, tf.float32)
             else:
                 pred, extra = extra_loss_fn(model, mb)
@@ -146,6 +292,20 @@ def accumulate_loss_gradients(model, batch, variables, reduction: str, global_n,
     return loss_acc, extra_acc, grads
 
 
+def _blocks(model):
+    return list(getattr(model, "theta_variables", [])), list(getattr(model, "omega_variables", []))
+
+
+def _block_of(model, variables) -> Optional[str]:
+    """"theta", "omega" or "all" when ``variables`` is exactly that block of the model, else None."""
+    theta, omega = _blocks(model)
+    ids = [id(v) for v in variables]
+    for name, block in (("theta", theta), ("omega", omega), ("all", theta + omega)):
+        if ids == [id(v) for v in block]:
+            return name
+    return None
+
+
 def penalty_objective_and_grads(
     model,
     batch_tr: Dict[str, tf.Tensor],
@@ -155,6 +315,8 @@ def penalty_objective_and_grads(
     theta: Sequence[tf.Variable] = None,
     omega: Sequence[tf.Variable] = None,
     microbatch_size: Optional[int] = None,
+    jit_compile: bool = False,
+    compiled: bool = True,
 ):
     """Eq. 18 and its exact gradient w.r.t. theta and omega (replica context or plain eager/graph).
 
@@ -172,11 +334,17 @@ def penalty_objective_and_grads(
         lambda J_g^T g = sum_i grad lambda <grad_theta L(B_tr,i), stop_gradient(g)> (second order,
         one micro-batch at a time), then sum_i grad L(B_val,i). Peak memory is that of one
         second-order micro-batch; the cost is one extra first-order pass over B_tr.
+      jit_compile: compile the gradient kernels with XLA.
+      compiled: use the compiled kernels (False: the same computation op by op).
 
     Returns:
       ``(metrics, grads_theta, grads_omega)``: metrics has ``objective`` (L~), ``loss_val``
       (L(B_val)), ``loss_train`` (L(B_tr)), ``penalty`` (lambda/2 ||g||^2) and ``grad_tr_norm2``
       (||g||^2), all summed over replicas; the gradients are summed over replicas too.
+
+    Outside a multi-replica strategy, with the model's own variable blocks, every gradient runs in
+    the compiled kernels of :class:`GradientKernels` (traced once per stage); otherwise the same
+    computation runs op by op.
     """
     theta = list(model.theta_variables if theta is None else theta)
     omega = list(model.omega_variables if omega is None else omega)
@@ -184,29 +352,42 @@ def penalty_objective_and_grads(
     btr, bval = replica_slice(batch_tr), replica_slice(batch_val)
     mbs_tr = split_microbatches(btr, microbatch_size)
     mbs_val = split_microbatches(bval, microbatch_size)
-    if len(mbs_tr) == 1 and len(mbs_val) == 1:
+    if isinstance(lam, (int, float)):
+        lam = tf.constant(lam, tf.float64)  # cast to the loss dtype where used (exact for float64 models)
+    kern = None
+    if compiled and _num_replicas() == 1 and _block_of(model, theta) == "theta" and _block_of(model, omega) == "omega":
+        kern = gradient_kernels(model, theta, omega, reduction, jit_compile)
+    if kern is not None and len(mbs_tr) == 1 and len(mbs_val) == 1:
+        l_tr, l_val, g_all, grads = kern.penalty_whole(btr, bval, lam, n_tr, n_val)
+    elif kern is not None:
+        # (1) g = grad_theta L(B_tr), (2) lambda J_g^T g, (3) grad L(B_val): one kernel each
+        l_tr, g_all = _sum_over(kern.loss_grads(mb, n_tr, "theta") for mb in mbs_tr)
+        (grads,) = _sum_over(kern.penalty_hvp(mb, g_all, lam, n_tr)[2:] for mb in mbs_tr)
+        l_val, gv = _sum_over(kern.loss_grads(mb, n_val, "all") for mb in mbs_val)
+        grads = [a + b for a, b in zip(grads, gv)]
+    elif len(mbs_tr) == 1 and len(mbs_val) == 1:
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                l_tr = reconstruction_loss(model(model_inputs(btr), training=True), btr["target"], reduction, n_tr)
+                l_tr = reconstruction_loss(predict_for_training(model, btr), btr["target"], reduction, n_tr)
             g = inner.gradient(l_tr, theta, unconnected_gradients=_ZERO)
-            g_all = _all_reduce(g)
+            g_all = all_reduce(g)
             g_stop = [tf.stop_gradient(x) for x in g_all]
             inner_prod = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
-            l_val = reconstruction_loss(model(model_inputs(bval), training=True), bval["target"], reduction, n_val)
+            l_val = reconstruction_loss(predict_for_training(model, bval), bval["target"], reduction, n_val)
             lam_t = tf.cast(lam, l_val.dtype)
             surrogate = l_val + lam_t * tf.cast(inner_prod, l_val.dtype)
         grads = outer.gradient(surrogate, theta + omega, unconnected_gradients=_ZERO)
     else:
         # (1) g = grad_theta L(B_tr), first order, accumulated over micro-batches.
         l_tr, _, g = accumulate_loss_gradients(model, btr, theta, reduction, n_tr, microbatch_size)
-        g_all = _all_reduce(g)
+        g_all = all_reduce(g)
         g_stop = [tf.stop_gradient(x) for x in g_all]
         # (2) lambda J_g^T g, one second-order micro-batch at a time.
         grads = None
         for mb in mbs_tr:
             with tf.GradientTape() as outer:
                 with tf.GradientTape() as inner:
-                    l_i = reconstruction_loss(model(model_inputs(mb), training=True), mb["target"], reduction, n_tr)
+                    l_i = reconstruction_loss(predict_for_training(model, mb), mb["target"], reduction, n_tr)
                 g_i = inner.gradient(l_i, theta, unconnected_gradients=_ZERO)
                 ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g_i, g_stop)])
                 term = tf.cast(lam, l_i.dtype) * tf.cast(ip, l_i.dtype)
@@ -214,9 +395,9 @@ def penalty_objective_and_grads(
         # (3) grad_{theta,omega} L(B_val), first order, accumulated.
         l_val, _, gv = accumulate_loss_gradients(model, bval, theta + omega, reduction, n_val, microbatch_size)
         grads = [a + b for a, b in zip(grads, gv)]
-    grads = _all_reduce(grads)
-    l_val_all, l_tr_all = _all_reduce([l_val, l_tr])
-    g2 = _sum_sq(g_all)
+    grads = all_reduce(list(grads))
+    l_val_all, l_tr_all = all_reduce([l_val, l_tr])
+    g2 = sum_sq(g_all)
     penalty = 0.5 * tf.cast(lam, tf.float32) * g2
     metrics = {
         "objective": tf.cast(l_val_all, tf.float32) + penalty,
@@ -307,8 +488,8 @@ def run_algorithm2_iteration(
             lam = tf.constant(schedule.lam.numpy(), tf.float32)
             metrics, g_theta, g_omega = compute(batch_tr, batch_val, lam)
             m = {key: float(v) for key, v in metrics.items()}
-            m["grad_theta_norm2"] = float(_sum_sq(g_theta))
-            m["grad_omega_norm2"] = float(_sum_sq(g_omega))
+            m["grad_theta_norm2"] = float(sum_sq(g_theta))
+            m["grad_omega_norm2"] = float(sum_sq(g_omega))
             m["grad_norm2"] = m["grad_theta_norm2"] + m["grad_omega_norm2"]
             last = m
             if k == 0 and m["grad_norm2"] <= float(schedule.delta.numpy()):

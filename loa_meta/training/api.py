@@ -16,7 +16,7 @@ from loa_meta.training.config import ConventionalConfig, MetaConfig
 from loa_meta.training.loop import MetaMode, SupervisedMode, TrainingRun
 
 
-def _prepare(config, workdir):
+def prepare_workdir(config, workdir):
     config.validate()
     os.makedirs(workdir, exist_ok=True)
     config.write_json(os.path.join(workdir, "config.json"))
@@ -47,7 +47,7 @@ def default_ista_builder(model_kwargs) -> Callable[[int], keras.Model]:
     return build
 
 
-def _history(run):
+def run_history(run):
     return {"steps": run.history, "stages": run.stage_history}
 
 
@@ -67,13 +67,13 @@ def train_meta(config: MetaConfig, workdir: str, data, model_fn: Optional[Callab
     Returns:
       ``(model, history)`` with ``history = {"steps": [...], "stages": [...]}``.
     """
-    _prepare(config, workdir)
+    prepare_workdir(config, workdir)
     sw = config.stairwise_config()
     p0 = sw.initial_phases if sw.enabled else sw.max_phases
     run = TrainingRun(MetaMode(config), config, workdir, data,
                       model_fn or default_loa_builder(config.model, True), p0, sw, strategy, summaries=summaries)
     model = run.run()
-    return model, _history(run)
+    return model, run_history(run)
 
 
 def train_conventional(config: ConventionalConfig, workdir: str, data, model_fn: Optional[Callable] = None,
@@ -83,7 +83,7 @@ def train_conventional(config: ConventionalConfig, workdir: str, data, model_fn:
     Same arguments as :func:`train_meta`; ``data.train`` holds one task's merged train+val set.
     ISTA-Net+'s symmetry loss is added with weight ``config.symmetry_weight`` when exposed.
     """
-    _prepare(config, workdir)
+    prepare_workdir(config, workdir)
     sw = config.stairwise_config()
     p0 = sw.initial_phases if sw.enabled else sw.max_phases
     if model_fn is None:
@@ -93,4 +93,4 @@ def train_conventional(config: ConventionalConfig, workdir: str, data, model_fn:
     run = TrainingRun(SupervisedMode(config, sym), config, workdir, data, model_fn, p0, sw, strategy,
                       summaries=summaries)
     model = run.run()
-    return model, _history(run)
+    return model, run_history(run)

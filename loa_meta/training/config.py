@@ -40,12 +40,14 @@ class TrainConfig:
       image_every: write TensorBoard images every this many steps (0 disables).
       log_every: absl.logging progress line every this many steps.
       eval_every: evaluate on the eval set every this many outer iterations (0 disables).
-      compile_steps: wrap the gradient computation in ``tf.function`` (True) or run it eagerly
-        (False, default). Tracing the second-order gradient through the unrolled LOANet (tf.cond /
-        while_loop of the Algorithm 1 safeguard under nested tapes) takes minutes to tens of minutes,
-        is repeated at every stair-wise stage, and grows with the number of micro-batches (each is
-        unrolled into the graph); measured in docs/benchmarks_training.md, eager finishes a 200-step
-        stage sooner in the default (micro-batched) setting.
+      compile_steps: compute the gradients in compiled kernels (default): Algorithm 1 is planned
+        and replayed straight-line (``LOANet.plan`` / ``replay``), each micro-batch runs through one
+        ``tf.function`` traced once per stair-wise stage (``algorithm2.GradientKernels``). False
+        runs the same computation op by op (eager), which only pays off for a handful of steps
+        on tiny images (the ``tiny`` preset used by the tests). Multi-replica strategies always
+        run op by op. Measured in docs/benchmarks_training.md.
+      jit_compile: compile the gradient kernels with XLA (see docs/benchmarks_training.md for the
+        measured speed of both settings).
       microbatch_size: samples per micro-batch when computing a step's gradient: a positive int,
         ``None`` (each replica's whole batch at once) or ``"auto"`` (default): the largest m with
         m * H * W * num_phases <= ``microbatch_pixel_budget`` (at least 1). Gradients are
@@ -73,7 +75,8 @@ class TrainConfig:
     image_every: int = 100
     log_every: int = 10
     eval_every: int = 0
-    compile_steps: bool = False
+    compile_steps: bool = True
+    jit_compile: bool = False
     microbatch_size: Any = "auto"
     microbatch_pixel_budget: int = 160 * 180 * 11
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -92,6 +95,8 @@ class TrainConfig:
         check_positive_int(self.image_every, "image_every", minimum=0)
         check_positive_int(self.log_every, "log_every")
         check_positive_int(self.eval_every, "eval_every", minimum=0)
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(f"Argument `jit_compile` must be a bool, but received: {self.jit_compile!r}")
         if self.microbatch_size is not None and self.microbatch_size != "auto":
             if isinstance(self.microbatch_size, str):
                 raise ValueError(

@@ -29,20 +29,11 @@ import tensorflow as tf
 from absl import logging
 
 from loa_meta.training import checkpointing
-from loa_meta.training.algorithm2 import (
-    Algorithm2Schedule,
-    _all_reduce,
-    _sum_sq,
-    accumulate_loss_gradients,
-    global_batch_size,
-    model_inputs,
-    penalty_objective_and_grads,
-    replica_slice,
-    run_algorithm2_iteration,
-)
+from loa_meta.training.algorithm2 import model_inputs
 from loa_meta.fileio import atomic_path
 from loa_meta.training.config import TrainConfig
 from loa_meta.training.losses import per_sample_loss
+from loa_meta.training.modes import AdaptMode, MetaMode, SupervisedMode  # noqa: F401 (public re-export)
 from loa_meta.training.progress import ProgressLogger
 from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
 
@@ -84,102 +75,6 @@ class NonFiniteError(FloatingPointError):
     """A loss or gradient became NaN/Inf; the run stops before applying it."""
 
 
-# ----------------------------------------------------------------------------- modes
-
-
-def _microbatch(config, batch, model):
-    """``config.microbatch_size`` with ``"auto"`` resolved for this batch's image size and the model's phases."""
-    return config.resolve_microbatch_size(batch["kspace"].shape, getattr(model, "num_phases", 1))
-
-
-class MetaMode:
-    """Algorithm 2 on the Eq. 18 penalty objective (theta and omega)."""
-
-    name = "meta"
-    needs_val = True
-
-    def __init__(self, config):
-        self.config = config
-
-    def variables(self, model):
-        return list(model.theta_variables), list(model.omega_variables)
-
-    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
-        return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega,
-                                           microbatch_size=_microbatch(self.config, batch_tr, model))
-
-
-class SupervisedMode:
-    """Plain Eq. 13 loss on theta (conventional training, ISTA-Net+)."""
-
-    name = "conventional"
-    needs_val = False
-
-    def __init__(self, config, symmetry_weight: float = 0.0):
-        self.config = config
-        self.symmetry_weight = float(symmetry_weight)
-
-    def variables(self, model):
-        return list(model.theta_variables), []
-
-    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
-        n = global_batch_size(batch_tr)
-        b = replica_slice(batch_tr)
-        use_sym = self.symmetry_weight > 0 and hasattr(model, "reconstruct")
-        extra_fn = None
-        if use_sym:
-            def extra_fn(model, mb):
-                # ISTA-Net+: per-sample symmetry constraint sum_k mean|F~F D r - D r|^2. The original
-                # loss is mean_b(mse) + gamma mean_b(sym); ours is sum_b 1/2 H W mse_b, so the
-                # constraint is scaled by H W / 2 to keep the original's relative weighting.
-                pred, sym = model.reconstruct(mb["kspace"], mb["mask"], mb.get("task_id"), return_symmetry_loss=True)
-                hw = tf.cast(tf.shape(mb["kspace"])[-1] * tf.shape(mb["kspace"])[-2], tf.float32)
-                sym = 0.5 * hw * tf.reduce_sum(tf.cast(sym, tf.float32))
-                if self.config.loss_reduction == "mean":
-                    sym = sym / tf.cast(n, tf.float32)
-                return pred, self.symmetry_weight * sym
-        loss, wsym, grads = accumulate_loss_gradients(model, b, theta, self.config.loss_reduction, n,
-                                                      _microbatch(self.config, b, model), extra_fn)
-        total = loss + tf.cast(wsym, loss.dtype)
-        sym = wsym / self.symmetry_weight if use_sym else wsym
-        grads = _all_reduce(grads)
-        loss, total, sym = _all_reduce([loss, total, sym])
-        m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(total, tf.float32)}
-        if use_sym:
-            m["symmetry_loss"] = tf.cast(sym, tf.float32)
-        return m, list(grads), []
-
-
-class AdaptMode(SupervisedMode):
-    """Section 5.4: Eq. 13 loss on one task's omega only; theta is not even given to an optimizer."""
-
-    name = "adapt"
-
-    def __init__(self, config, task_index: int):
-        super().__init__(config)
-        self.task_index = int(task_index)
-
-    def variables(self, model):
-        omegas = list(model.omega_variables)
-        n = int(model.num_tasks)
-        if len(omegas) == n and all(int(np.prod(v.shape)) == 1 for v in omegas):
-            return [], [omegas[self.task_index]]
-        raise ValueError(
-            "AdaptMode needs one scalar omega variable per task (model.omega_variables), but the "
-            f"model has {len(omegas)} omega variables for {n} tasks."
-        )
-
-    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
-        n = global_batch_size(batch_tr)
-        b = replica_slice(batch_tr)
-        loss, _, grads = accumulate_loss_gradients(model, b, omega, self.config.loss_reduction, n,
-                                                   _microbatch(self.config, b, model))
-        grads = _all_reduce(grads)
-        loss = _all_reduce(loss)
-        m = {"loss_train": tf.cast(loss, tf.float32), "objective": tf.cast(loss, tf.float32)}
-        return m, [], list(grads)
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -212,6 +107,37 @@ def _make_adam(config: TrainConfig, lr: float):
 def _save_weights_atomic(model, path: str):
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
+
+
+def branch_statistics(branch, backtracks) -> List[Dict[str, float]]:
+    """Per phase: fractions of the active samples that took u, took v or kept x, and mean backtracks.
+
+    Args:
+      branch, backtracks: ``(T, B)`` arrays from ``LOANet.reconstruct(..., return_diagnostics=True)``
+        (branch codes 0 u, 1 v, 2 kept, -1 inactive).
+
+    Returns:
+      One dict per phase with ``u``, ``v``, ``kept`` (fractions of active samples; 0 when none is
+      active) and ``backtracks`` (mean over the samples that took v or kept x).
+    """
+    branch, backtracks = np.asarray(branch), np.asarray(backtracks)
+    out = []
+    for b, k in zip(branch, backtracks):
+        act = b >= 0
+        n = max(int(act.sum()), 1)
+        searched = (b == 1) | (b == 2)
+        out.append({"u": float((b == 0).sum() / n), "v": float((b == 1).sum() / n), "kept": float((b == 2).sum() / n),
+                    "backtracks": float(k[searched].mean()) if searched.any() else 0.0})
+    return out
+
+
+def branch_summary_line(stats: List[Dict[str, float]]) -> str:
+    """Compact progress-line text: per-phase branch letters (u, v, k = kept, mixed '*') and mean backtracks."""
+    def letter(st):
+        top = max(("u", "v", "kept"), key=lambda k: st[k])
+        return ("u", "v", "k")[("u", "v", "kept").index(top)] if st[top] == 1.0 else "*"
+    bts = [st["backtracks"] for st in stats if st["v"] + st["kept"] > 0]
+    return "phases %s bt %.1f" % ("".join(letter(st) for st in stats), float(np.mean(bts)) if bts else 0.0)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -250,10 +176,7 @@ class TrainingRun:
         self.progress = ProgressLogger(config.log_every, config.max_steps)
         self.history: List[Dict[str, float]] = []
         self.stage_history: List[Dict[str, float]] = []
-        self.schedule = None
-        if isinstance(mode, MetaMode):
-            c = config
-            self.schedule = Algorithm2Schedule(c.delta0, c.nu_delta, c.delta_tol, c.lambda0, c.nu_lambda)
+        self.schedule = mode.make_schedule()
         s = {}
         for n in self.STATE:
             if n in ("best_val", "stage_best", "monitor_ema"):
@@ -276,16 +199,15 @@ class TrainingRun:
             # Keras 3 optimizers are built for a fixed variable set; after add_phase() a new stage
             # gets fresh Adam optimizers (moments restart), built here *before* any restore.
             self.opt_theta = _make_adam(self.config, self.config.learning_rate)
-            self.opt_omega = _make_adam(self.config, getattr(self.config, "omega_learning_rate", self.config.learning_rate))
+            self.opt_omega = _make_adam(self.config, self.mode.omega_learning_rate)
             if self.theta:
                 self.opt_theta.build(self.theta)
             if self.omega:
                 self.opt_omega.build(self.omega)
         strategy, mode, theta, omega = self.strategy, self.mode, self.theta, self.omega
 
-        maybe_function = tf.function if self.config.compile_steps else (lambda f: f)
-
-        @maybe_function
+        # The gradient computation runs on the host; its heavy parts are compiled kernels
+        # (algorithm2.GradientKernels, traced once per stage) when config.compile_steps.
         def compute(batch_tr, batch_val, lam):
             out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
@@ -311,6 +233,8 @@ class TrainingRun:
         @tf.function
         def apply_omega(grads):
             strategy.run(apply_o, args=(grads,))
+
+        maybe_function = tf.function if self.config.compile_steps else (lambda f: f)
 
         @maybe_function
         def eval_fn(batch):
@@ -383,13 +307,15 @@ class TrainingRun:
         extra = ""
         if self.schedule is not None:
             extra = "| delta %.3g lambda %.3g | %s" % (rec["delta"], rec["lambda"], self._outer_eta())
+        if getattr(self, "_branch_line", ""):
+            extra = (extra + " | " if extra else "| ") + self._branch_line
         self.progress.update(step, self._images_per_step, monitor, int(self.state["stage"].numpy()),
                              _num_phases(self.model), extra)
 
     def _outer_eta(self) -> str:
         """Algorithm 2 progress of this stage: outer iteration i of N (until delta <= delta_tol) and its ETA."""
         n_total = self.schedule.outer_iterations_to_tol()
-        mo = getattr(self.config, "max_outer_iterations", None)
+        mo = self.mode.max_outer_iterations
         done = int(self.state["stage_iter"].numpy())
         if mo is not None:
             n_total = min(n_total, max(mo - int(self.state["outer"].numpy()) + done, done))
@@ -413,6 +339,11 @@ class TrainingRun:
                                                 return_diagnostics=True)
             for t, e in enumerate(np.asarray(diag["eps"])):
                 vals[f"eps/phase_{t}"] = float(np.mean(e))
+            stats = branch_statistics(diag["branch"], diag["backtracks"])
+            for t, st in enumerate(stats):
+                for k, v in st.items():
+                    vals[f"branch_{k}/phase_{t}"] = v
+            self._branch_line = branch_summary_line(stats)
         else:
             pred = self.model(model_inputs(batch), training=False)
         ref = tf.cast(batch["target"], pred.dtype)
@@ -422,6 +353,14 @@ class TrainingRun:
             vals[f"batch_psnr/task_{int(t)}"] = float(psnr[tasks == t].mean())
             vals[f"batch_ssim/task_{int(t)}"] = float(ssim[tasks == t].mean())
         self.summaries.scalars("val", vals, step)
+
+    def on_step(self, m, which):
+        """Per-step callback of the modes (see :meth:`_on_step`)."""
+        return self._on_step(m, which)
+
+    def steps_left(self) -> bool:
+        """False once the ``max_steps`` budget is spent."""
+        return self._steps_left()
 
     def _steps_left(self):
         ms = self.config.max_steps
@@ -450,37 +389,18 @@ class TrainingRun:
     # -- outer iterations ------------------------------------------------------------------------
 
     def _outer_iteration(self):
+        """One outer iteration: the mode's step on the next batch (pair)."""
         bt = next(self.it_tr)
-        self._last_batch_tr = bt
-        self._last_batch_val = None
-        self._images_per_step = int(bt["target"].shape[0])
-        if isinstance(self.mode, MetaMode):
-            bv = next(self.it_val)
-            self._last_batch_val = bv
-            self._images_per_step += int(bv["target"].shape[0])
-            c = self.config
-            return run_algorithm2_iteration(
-                self.compute, self.apply_theta, self.apply_omega, bt, bv, self.schedule,
-                c.theta_steps, c.max_inner_iterations, self._on_step, self._steps_left,
-            )
-        lam = tf.constant(0.0, tf.float32)
-        metrics, g_theta, g_omega = self.compute(bt, bt, lam)
-        m = {k: float(v) for k, v in metrics.items()}
-        m["grad_theta_norm2"] = float(_sum_sq(g_theta))
-        m["grad_omega_norm2"] = float(_sum_sq(g_omega))
-        which = "theta" if g_theta else "omega"
-        self._on_step(m, which)
-        if g_theta:
-            self.apply_theta(g_theta)
-        if g_omega:
-            self.apply_omega(g_omega)
-        return m
+        bv = next(self.it_val) if self.mode.needs_val else None
+        self._last_batch_tr, self._last_batch_val = bt, bv
+        self._images_per_step = int(bt["target"].shape[0]) + (int(bv["target"].shape[0]) if bv is not None else 0)
+        return self.mode.outer_iteration(self, bt, bv)
 
     def _stage_over(self) -> Optional[str]:
-        c, sw = self.config, self.stairwise
+        sw = self.stairwise
         if not self._steps_left():
             return "max_steps"
-        mo = getattr(c, "max_outer_iterations", None)
+        mo = self.mode.max_outer_iterations
         if mo is not None and int(self.state["outer"].numpy()) >= mo:
             return "max_outer_iterations"
         if self.schedule is not None and self.schedule.done():
@@ -493,7 +413,7 @@ class TrainingRun:
         return None
 
     def _budget_exhausted(self) -> bool:
-        mo = getattr(self.config, "max_outer_iterations", None)
+        mo = self.mode.max_outer_iterations
         return (not self._steps_left()) or (mo is not None and int(self.state["outer"].numpy()) >= mo)
 
     def _end_stage(self, reason: str) -> bool:
