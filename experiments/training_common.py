@@ -196,6 +196,21 @@ def _steps(epochs: float, n_images: int, batch: int) -> int:
     return max(1, int(math.ceil(epochs * math.ceil(n_images / batch))))
 
 
+def conventional_steps(preset: Preset, n_images: int, model_type: str = "loa", epochs: Optional[float] = None,
+                       max_steps: Optional[int] = None) -> int:
+    """Optimizer steps of a conventional run: ``epochs`` over ``n_images`` in batches of
+    ``conv_batch``, capped by ``conv_max_steps``; ISTA-Net+ gets ``ista_steps_factor`` times that.
+    An explicit ``max_steps`` (the apps' ``--max_steps``) is taken as given."""
+    if max_steps is not None:
+        return int(max_steps)
+    epochs = preset.conv_epochs if epochs is None else epochs
+    total = _steps(epochs, n_images, min(preset.conv_batch, n_images))
+    total = min(total, preset.conv_max_steps) if preset.conv_max_steps else total
+    if model_type != "loa":
+        total = max(1, int(round(total * preset.ista_steps_factor)))
+    return total
+
+
 def _eval_dataset(images, masks: List[np.ndarray], task_ids: List[int], batch: int):
     from loa_meta.data import task_dataset
 
@@ -306,11 +321,7 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
     m = masks[task.name]
     batch = min(preset.conv_batch, len(merged))
     epochs = preset.conv_epochs if epochs is None else epochs
-    total = _steps(epochs, len(merged), batch)
-    cap = max_steps if max_steps is not None else preset.conv_max_steps
-    total = min(total, cap) if cap else total
-    if model_type != "loa" and max_steps is None:
-        total = max(1, int(round(total * preset.ista_steps_factor)))
+    total = conventional_steps(preset, len(merged), model_type, epochs, max_steps)
     sw = _stair(preset, total)
     if sw["enabled"]:
         sw["stage_max_iterations"] = max(1, total // (preset.num_phases - preset.initial_phases + 1))

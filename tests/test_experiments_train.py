@@ -111,11 +111,14 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
 
 @pytest.mark.slow
 def test_train_meta_rerun_skips_finished_run(meta_run, prepared):
+    from experiments import training_common as tc
+    from experiments.presets import TINY
+    from loa_meta.sampling import parse_task_specs
+
     wd, _ = meta_run
     before = os.path.getmtime(os.path.join(wd, "model.keras"))
-    proc = _ok(run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny",
-                       "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3"))
-    assert "skipped" in proc.stderr
+    info = tc.run_meta(prepared, parse_task_specs("radial:0.2,radial:0.4"), wd, TINY, mask_seed=3, max_steps=3)
+    assert info == json.load(open(os.path.join(wd, "COMPLETE.json")))  # the finished run's record, no training
     assert os.path.getmtime(os.path.join(wd, "model.keras")) == before
 
 
@@ -168,6 +171,8 @@ def test_conventional_and_istanet_end_to_end(prepared, tmp_path, module, model_t
                 "--max_steps=2"))
     cfg = ConventionalConfig.from_dict(json.load(open(os.path.join(wd, "config.json"))))
     assert cfg.model_type == model_type and cfg.max_steps == 2
+    info = json.load(open(os.path.join(wd, "COMPLETE.json")))
+    assert info["steps"] == 2  # the run took exactly its budget
     run = json.load(open(os.path.join(wd, "run_config.json")))
     from experiments.presets import TINY
 
@@ -182,19 +187,16 @@ def test_conventional_and_istanet_end_to_end(prepared, tmp_path, module, model_t
     assert os.path.isfile(os.path.join(wd, "masks", "radial_0.20.npy"))
 
 
-def test_ista_steps_factor_scales_only_the_istanet_budget(prepared, tmp_path):
+def test_ista_steps_factor_scales_only_the_istanet_budget():
     from experiments import training_common as tc
-    from experiments.presets import TINY
-    from loa_meta.sampling.task_spec import parse_task_spec
+    from experiments.presets import CPU, TINY
 
     p = TINY.override(conv_max_steps=1, ista_steps_factor=3.0)
-    task = parse_task_spec("radial:0.2")
-    ista = tc.run_conventional(prepared, task, str(tmp_path / "ista"), p, "ista_net_plus")
-    loa = tc.run_conventional(prepared, task, str(tmp_path / "loa"), p, "loa")
-    assert (ista["max_steps"], loa["max_steps"]) == (3, 1)
-    assert ista["steps"] == 3 and loa["steps"] == 1
+    assert (tc.conventional_steps(p, 6, "ista_net_plus"), tc.conventional_steps(p, 6, "loa")) == (3, 1)
     # an explicit max_steps (the apps' --max_steps) is taken as given
-    assert tc.run_conventional(prepared, task, str(tmp_path / "ista2"), p, "ista_net_plus", max_steps=2)["max_steps"] == 2
+    assert tc.conventional_steps(p, 6, "ista_net_plus", max_steps=2) == 2
+    # cpu: 12 epochs of 92 slices in batches of 8 = 144 steps (cap 150); ISTA-Net+ 8 x 144
+    assert (tc.conventional_steps(CPU, 92), tc.conventional_steps(CPU, 92, "ista_net_plus")) == (144, 1152)
 
 
 # ----------------------------------------------------------------------------- bad flags
