@@ -5,8 +5,11 @@ Example::
   python -m experiments.adapt --model=runs/meta/model.keras --data_dir=data/demo_t1 \
     --task=radial:0.15 --workdir=runs/adapt_radial_0.15 --num_images=100 --epochs=50
 
-Saves the adapted model (one more task, id = old number of tasks) as ``<workdir>/model.keras`` and
-reports sigma(omega) of the new task (also in ``<workdir>/COMPLETE.json``). Resumable.
+The new omega starts from the omega of the model's nearest trained task (same mask kind, nearest
+sampling ratio; e.g. radial 10 % for radial 15 %) and is trained with the preset's
+``adapt_learning_rate``. Saves the adapted model (one more task, id = old number of tasks, its spec
+recorded in ``model.task_specs``) as ``<workdir>/model.keras`` and reports sigma(omega) of the new
+task (also in ``<workdir>/COMPLETE.json``, with the start task and omega). Resumable.
 """
 
 from __future__ import annotations

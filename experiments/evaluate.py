@@ -35,7 +35,8 @@ flags.DEFINE_string("mask_dir", None, "Directory with the masks used in training
 flags.DEFINE_integer("mask_seed", 0, "Seed of masks built from task specs (must equal the training seed).")
 flags.DEFINE_list("models", [], "Comma list METHOD=PATH of .keras models; '{task}' in PATH is replaced by each "
                   "task's name (one model per task, e.g. conventional=runs/conv_{task}/model.keras).")
-flags.DEFINE_list("task_ids", None, "Task ids fed to shared (non-{task}) models, one per task; default 0,1,2,...")
+flags.DEFINE_list("task_ids", None, "Task ids fed to shared (non-{task}) models, one per task; default: each "
+                  "task's id among the task specs the model was trained on (an unknown spec is an error).")
 flags.DEFINE_string("workdir", None, "Output directory for tables, figures and config.json.")
 flags.DEFINE_integer("batch_size", 8, "Slices per model call.", lower_bound=1)
 flags.DEFINE_integer("max_slices", 0, "If > 0, evaluate only the first N slices (smoke tests).", lower_bound=0)
@@ -106,11 +107,10 @@ def main(argv):
         raise common.usage_error("figure_slice", f"must be < the number of slices ({n})")
     masks, sources = common.load_task_masks(tasks, (h, w), FLAGS.mask_dir, FLAGS.mask_seed)
     names = [t.name for t in tasks]
-    ids = task_ids if task_ids is not None else list(range(len(tasks)))
     kw = dict(batch_size=FLAGS.batch_size, noise_sigma=FLAGS.noise_sigma, noise_seed=FLAGS.noise_seed,
               keep=(FLAGS.figure_slice,))
 
-    results, tv_lambdas, loaded = {}, {}, {}
+    results, tv_lambdas, loaded, task_ids_of = {}, {}, {}, {}
     if FLAGS.zero_filled:
         results["Zero-filled"] = evaluate_model(zero_filled_fn, images, masks, **kw)
     for spec in models:
@@ -126,12 +126,22 @@ def main(argv):
             model = common.load_model(spec.path, flag="models")
             loaded[(spec.method, None)] = model
             n_tasks = getattr(model, "num_tasks", None)
-            if n_tasks is not None and int(n_tasks) > 0 and max(ids) >= int(n_tasks):
+            if task_ids is None:
+                from loa_meta.sampling import model_task_ids
+
+                try:
+                    task_ids_of[spec.method] = model_task_ids(model, tasks)
+                except ValueError as e:
+                    raise common.usage_error("tasks", f"model {spec.path}: {e} (or give --task_ids)") from None
+            else:
+                task_ids_of[spec.method] = task_ids
+            if n_tasks is not None and int(n_tasks) > 0 and max(task_ids_of[spec.method]) >= int(n_tasks):
                 raise common.usage_error(
-                    "task_ids", f"model {spec.path} has {int(n_tasks)} tasks but task id {max(ids)} was requested"
+                    "task_ids", f"model {spec.path} has {int(n_tasks)} tasks but task id "
+                                f"{max(task_ids_of[spec.method])} was requested"
                 )
-            results[spec.method] = evaluate_model(model_reconstruct_fn(model), images, masks, task_ids=ids,
-                                                  model=model, **kw)
+            results[spec.method] = evaluate_model(model_reconstruct_fn(model), images, masks,
+                                                  task_ids=task_ids_of[spec.method], model=model, **kw)
     if FLAGS.classical or FLAGS.sigpy:
         val = None
         if FLAGS.tv_lambda is None:
@@ -179,7 +189,7 @@ def main(argv):
                 model = loaded[(spec.method, t.name if spec.per_task else None)]
                 if not hasattr(model, "reconstruct"):
                     break
-                tid = 0 if spec.per_task else ids[i]
+                tid = 0 if spec.per_task else task_ids_of[spec.method][i]
                 curves = convergence_curves(model, images[: FLAGS.batch_size], masks[t.name], tid)
                 if curves is None:
                     break
@@ -190,7 +200,7 @@ def main(argv):
 
     atomic_write_text(os.path.join(workdir, "masks.json"), json.dumps(sources, indent=2) + "\n")
     config = _resolved_flags()
-    config.update({"resolved_tasks": [str(t) for t in tasks], "task_names": names, "task_ids": ids,
+    config.update({"resolved_tasks": [str(t) for t in tasks], "task_names": names, "task_ids": task_ids_of,
                    "num_slices": int(n), "image_shape": [int(h), int(w)], "mask_sources": sources,
                    "tv_lambdas": tv_lambdas, "outputs": {k: os.path.relpath(v, workdir) for k, v in outputs.items()}})
     common.write_config_json(workdir, config)

@@ -8,7 +8,9 @@ Command-line flags override single fields (``Preset.override``).
 
 Budgets are given in *epochs* (passes over the training images of one task) and converted to
 optimizer steps or Algorithm 2 outer iterations by :mod:`experiments.training_common`; a
-``*_max_steps`` value, when set, caps the total number of optimizer steps on top of that.
+``*_max_steps`` value, when set, caps the total number of optimizer steps on top of that. A
+meta-learning stage lasts until Algorithm 2's delta reaches ``delta_tol``, with one delta/lambda
+update per epoch (:attr:`Preset.meta_stage_epochs`; the paper's constants give 107 epochs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ CARTESIAN = ("cartesian:0.1", "cartesian:0.2", "cartesian:0.3", "cartesian:0.4")
 SMALL_OMEGA0 = -4.0
 SMALL_KAPPA0 = 1.0 / (1.0 + math.exp(-SMALL_OMEGA0))
 
+# Algorithm 2 schedule of Section 5.2 (every preset).
+DELTA0, NU_DELTA = 1e-3, 0.95
+
+
+def delta_tol_after(epochs: float, delta0: float = DELTA0, nu_delta: float = NU_DELTA) -> float:
+    """The delta_tol at which Algorithm 2's line 3 ends a stage after ``ceil(epochs)`` epochs
+    (one delta update per epoch): ``delta0 * nu_delta ** n`` plus a relative 1e-9 so that float
+    rounding of the repeated products cannot add an epoch."""
+    if not (epochs > 0 and math.isfinite(epochs)):
+        raise ValueError(f"epochs must be a positive number, but received: {epochs}")
+    return delta0 * nu_delta ** math.ceil(epochs) * (1.0 + 1e-9)
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -39,19 +53,23 @@ class Preset:
       eps0: initial smoothing parameter of r_eps (paper: 0.001).
       a: the constant of Algorithm 1 lines 5 and 9 (paper: 1e5).
       max_backtracks: cap on the line-9 step reductions alpha <- rho alpha (not stated in the paper).
-      initial_omega: initial omega_i of every task (meta-learning) and of an adapted task; kappa_i =
-        sigmoid(omega_i) (not stated in the paper; 0 gives kappa = 0.5).
+      initial_omega: initial omega_i of every task in meta-learning; kappa_i = sigmoid(omega_i)
+        (not stated in the paper; 0 gives kappa = 0.5). An adapted task starts from the omega of
+        the nearest trained task (same kind, nearest ratio; ``loa_meta.sampling.nearest_task``).
       conv_kappa: the fixed kappa of conventional learning (no omega; the paper's is 1). The
         scaled-down presets use sigmoid(initial_omega), so conventional and meta-learning start
         from the same network and differ only in how they are trained.
       filters: kernels per convolution in g (paper: 4).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
-      omega_learning_rate: Adam learning rate of omega in Algorithm 2 and in adaptation.
+      omega_learning_rate: Adam learning rate of omega in Algorithm 2 (rho_omega; not stated).
+      adapt_learning_rate: Adam learning rate of the new omega in adaptation (not stated; paper
+        preset 1e-2: its 650 steps can move omega by up to ~6.5, more than the 2.3 between the
+        sigma(omega) = 0.66 and 0.95 that Tables 3-5 report).
       per_task_batch: J, samples per task in a cross-task batch (paper: 8 = 2 x 4 tasks).
-      meta_epochs: epochs per stair-wise stage (paper: 100).
       meta_max_steps: optional cap of optimizer steps of the whole meta run.
       delta0, nu_delta, delta_tol, lambda0, nu_lambda: Algorithm 2 schedule (paper: 1e-3, 0.95,
-        4.35e-6, 1e-5, 1.001).
+        4.35e-6, 1e-5, 1.001). delta and lambda are updated once per epoch and a meta-learning
+        stage ends at delta <= delta_tol (:attr:`meta_stage_epochs` epochs; paper 107).
       theta_steps, max_inner_iterations: Algorithm 2 inner loop (not stated in the paper).
       conv_batch, conv_epochs, conv_max_steps: conventional training (paper: 25, 2000 epochs on the
         merged train+val set).
@@ -61,13 +79,19 @@ class Preset:
         (paper: same data, phases and kernels; budget not stated). ISTA-Net+ starts from its
         original Xavier initialisation far below zero filling (about -11 dB at 64x64) and a step
         costs ~10x less than an LOA step with the safeguard, so short presets give it more steps.
-      max_train, max_val, max_test: use only the first N slices of a split (0 = all).
-      eval_slices: validation slices used for the stair-wise stage acceptance (0 = all).
+      max_train, max_val, max_test: use only the first N slices of a split (0 = all); max_val
+        applies to the val slices left after the held-out ones.
+      eval_slices: held-out slices, the last ones of the val split: never trained on by any mode,
+        they judge the stair-wise plateau rule and phase acceptance (and adaptation's eval).
+      val_fraction: share of the remaining train + val slices that forms Algorithm 2's D^val
+        (paper: 150 of 300 + 150, i.e. D^tr : D^val = 2 : 1); conventional training merges both.
+      eval_every: evaluate the held-out slices every this many outer iterations (plateau rule).
       reduced_fraction: the "meta-learning*" / "conventional*" runs use this fraction of the data
         (paper: two thirds).
       seen_tasks, unseen_tasks, cartesian_tasks: task specs of Tables 1-2, 3-4 and 5.
       checkpoint_every, log_every, summary_every, image_every: bookkeeping intervals.
-      patience, min_delta: stair-wise plateau rule.
+      patience, min_delta: stair-wise plateau rule (a stage ends after ``patience``
+        evaluations without a relative improvement of ``min_delta``).
       compile_steps: run the gradients in compiled kernels (``TrainConfig.compile_steps``); the
         ``tiny`` preset (a handful of steps on tiny images, used by the tests) runs them eagerly,
         where tracing would cost more than it saves.
@@ -88,10 +112,9 @@ class Preset:
     learning_rate: float = 1e-3
     omega_learning_rate: float = 1e-3
     per_task_batch: int = 2
-    meta_epochs: float = 100.0
     meta_max_steps: Optional[int] = None
-    delta0: float = 1e-3
-    nu_delta: float = 0.95
+    delta0: float = DELTA0
+    nu_delta: float = NU_DELTA
     delta_tol: float = 4.35e-6
     lambda0: float = 1e-5
     nu_lambda: float = 1.001
@@ -104,11 +127,14 @@ class Preset:
     adapt_epochs: float = 50.0
     adapt_batch: int = 8
     adapt_max_steps: Optional[int] = None
+    adapt_learning_rate: float = 1e-2
     ista_steps_factor: float = 1.0
     max_train: int = 0
     max_val: int = 0
     max_test: int = 0
     eval_slices: int = 16
+    val_fraction: float = 1.0 / 3.0
+    eval_every: int = 150
     reduced_fraction: float = 2.0 / 3.0
     seen_tasks: Tuple[str, ...] = SEEN_RADIAL
     unseen_tasks: Tuple[str, ...] = UNSEEN_RADIAL
@@ -134,6 +160,11 @@ class Preset:
         for k in ("seen_tasks", "unseen_tasks", "cartesian_tasks"):
             d[k] = list(d[k])
         return d
+
+    @property
+    def meta_stage_epochs(self) -> int:
+        """Epochs per meta-learning stage: line-12 updates until delta <= delta_tol (paper: 107)."""
+        return int(math.ceil(math.log(self.delta_tol / self.delta0) / math.log(self.nu_delta) - 1e-12))
 
     def model_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of ``LOANet`` (besides ``num_phases``)."""
@@ -170,7 +201,7 @@ CPU = Preset(
     conv_kappa=SMALL_KAPPA0,  # = sigmoid(initial_omega): conventional starts from meta's network
     learning_rate=3e-3,  # as QUICKSTART; 1e-3 barely moves the network in a few hundred steps
     per_task_batch=2,
-    meta_epochs=2.0,  # 2 x 80 / 2 = 80 outer iterations per stair stage
+    delta_tol=delta_tol_after(3),  # 3 epochs = 3 x 31 outer iterations (61 D^tr slices, J = 2) per stair stage
     meta_max_steps=480,  # 240 theta + 240 omega updates (max_inner_iterations = 1)
     max_inner_iterations=1,
     conv_batch=8,
@@ -182,10 +213,12 @@ CPU = Preset(
     adapt_batch=4,
     adapt_max_steps=20,
     omega_learning_rate=5e-2,
+    adapt_learning_rate=5e-2,
     max_train=0,
     max_val=0,
     max_test=0,
     eval_slices=8,
+    eval_every=10,
     checkpoint_every=25,
     log_every=10,
     summary_every=5,
@@ -203,7 +236,7 @@ TINY = Preset(
     initial_omega=SMALL_OMEGA0,
     conv_kappa=SMALL_KAPPA0,  # = sigmoid(initial_omega): conventional starts from meta's network
     per_task_batch=1,
-    meta_epochs=1.0,
+    delta_tol=delta_tol_after(1),
     meta_max_steps=4,
     max_inner_iterations=1,
     conv_batch=2,
@@ -214,10 +247,12 @@ TINY = Preset(
     adapt_batch=2,
     adapt_max_steps=1,
     omega_learning_rate=5e-2,
+    adapt_learning_rate=5e-2,
     max_train=4,
     max_val=2,
     max_test=2,
     eval_slices=2,
+    eval_every=1,
     checkpoint_every=2,
     log_every=1,
     summary_every=2,
@@ -243,7 +278,7 @@ QUICKSTART = Preset(
     conv_kappa=SMALL_KAPPA0,  # = sigmoid(initial_omega): conventional starts from meta's network
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
-    meta_epochs=2.0,
+    delta_tol=delta_tol_after(3),  # 3 epochs of 31 batch pairs; the 150-step cap ends it at 75
     meta_max_steps=150,
     max_inner_iterations=1,
     conv_batch=8,
@@ -254,10 +289,12 @@ QUICKSTART = Preset(
     adapt_batch=4,
     adapt_max_steps=8,
     omega_learning_rate=5e-2,
+    adapt_learning_rate=5e-2,
     max_train=0,
     max_val=0,
     max_test=0,
     eval_slices=8,
+    eval_every=10,
     checkpoint_every=25,
     summary_every=5,
     image_every=50,

@@ -30,7 +30,8 @@ flags.DEFINE_string("input", None, "k-space file (.npz/.mat) or fully sampled NI
 flags.DEFINE_string("mask", None, "Task spec (e.g. radial:0.2) or mask file; required for NIfTI input.")
 flags.DEFINE_integer("mask_seed", 0, "Seed of a mask built from a task spec (use the training seed).")
 flags.DEFINE_string("model", None, "Trained .keras model; if omitted, the zero-filled (or TV) image is written.")
-flags.DEFINE_integer("task_id", 0, "Task id (index of omega_i) passed to the model.", lower_bound=0)
+flags.DEFINE_integer("task_id", None, "Task id (index of omega_i) passed to the model; default: the id of "
+                     "--mask's task spec among the model's tasks (0 for a single-task model).", lower_bound=0)
 flags.DEFINE_float("tv_lambda", None, "Without --model: TV baseline with this weight instead of zero filling.")
 flags.DEFINE_integer("tv_iters", 100, "TV iterations.", lower_bound=1)
 flags.DEFINE_string("output", None, "Output: .npy (complex images), .png (magnitude) or .nii/.nii.gz (NIfTI input).")
@@ -65,18 +66,33 @@ def _resolve_mask(shape):
         raise common.usage_error("mask", f"{e}{hint}") from None
 
 
+def _task_id(model) -> int:
+    """--task_id, else the id of --mask's task spec among the model's tasks (a file mask: 0 for a
+    single-task model); a spec the model was not trained on is an error listing its tasks."""
+    from loa_meta.sampling import model_task_ids
+
+    if FLAGS.task_id is not None or model is None:
+        return FLAGS.task_id or 0
+    spec = FLAGS.mask if FLAGS.mask and not os.path.isfile(FLAGS.mask) else None
+    try:
+        return model_task_ids(model, [spec])[0]
+    except ValueError as e:
+        raise common.usage_error("mask" if spec else "task_id", f"model {FLAGS.model}: {e}") from None
+
+
 def _recon_fn():
-    """``fn(kspace, mask, task_id) -> (B, H, W)`` for the chosen method."""
+    """``(fn(kspace, mask, task_id) -> (B, H, W), method, task id)`` for the chosen method."""
     from loa_meta.evaluation import classical
     from loa_meta.evaluation.evaluate import model_reconstruct_fn, zero_filled_fn
 
     if FLAGS.model:
-        return model_reconstruct_fn(common.load_model(FLAGS.model, flag="model")), "model"
+        model = common.load_model(FLAGS.model, flag="model")
+        return model_reconstruct_fn(model), "model", _task_id(model)
     if FLAGS.tv_lambda is not None:
         if FLAGS.tv_lambda < 0:
             raise common.usage_error("tv_lambda", f"must be >= 0, but received: {FLAGS.tv_lambda}")
-        return classical.tv_reconstruct_fn(FLAGS.tv_lambda, FLAGS.tv_iters), "tv"
-    return zero_filled_fn, "zero_filled"
+        return classical.tv_reconstruct_fn(FLAGS.tv_lambda, FLAGS.tv_iters), "tv", 0
+    return zero_filled_fn, "zero_filled", 0
 
 
 def _write_images(images, path):
@@ -163,21 +179,21 @@ def main(argv):
         mask = _resolve_mask(vs.images.shape[1:])
         if mask is None:
             raise common.usage_error("mask", "is required for NIfTI input (a task spec like radial:0.2 or a mask file)")
-        fn, method = _recon_fn()
+        fn, method, task_id = _recon_fn()
 
         def batch_fn(batch):
             return fn(batch["kspace"], batch["mask"], batch["task_id"])
 
         if out.lower().endswith(_NIFTI):
             res = reconstruct_volume(path, mask, batch_fn, out, batch_size=FLAGS.batch_size, crop=crop,
-                                     num_slices=FLAGS.num_slices, task_id=FLAGS.task_id,
+                                     num_slices=FLAGS.num_slices, task_id=task_id,
                                      noise_sigma=FLAGS.noise_sigma, seed=FLAGS.noise_seed)
             images = res.images
         else:
             from loa_meta.data import simulate_kspace
 
             y = simulate_kspace(vs.images, mask, noise_sigma=FLAGS.noise_sigma, seed=FLAGS.noise_seed)
-            images = _run(fn, y, mask, FLAGS.task_id, FLAGS.batch_size)
+            images = _run(fn, y, mask, task_id, FLAGS.batch_size)
             _write_images(images, out)
         info.update(num_slices=int(len(vs.slice_indices)), slice_indices=[int(i) for i in vs.slice_indices])
     else:
@@ -188,12 +204,12 @@ def main(argv):
             info["mask_source"] = "file" if file_mask is not None else "non-zero k-space samples"
         if mask.shape[-2:] != kspace.shape[1:] or (mask.ndim == 3 and mask.shape[0] != kspace.shape[0]):
             raise common.usage_error("mask", f"mask shape {mask.shape} does not match the k-space shape {kspace.shape[1:]}")
-        fn, method = _recon_fn()
-        images = _run(fn, kspace, mask, FLAGS.task_id, FLAGS.batch_size)
+        fn, method, task_id = _recon_fn()
+        images = _run(fn, kspace, mask, task_id, FLAGS.batch_size)
         _write_images(images, out)
 
     config = common.flag_values_dict(_OWN_FLAGS)
-    config.update(info, method=method, output_shape=list(np.shape(images)))
+    config.update(info, method=method, resolved_task_id=task_id, output_shape=list(np.shape(images)))
     atomic_write_text(out + ".json", json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
     logging.info("wrote %s (%s, %d slices)", out, method, np.shape(images)[0])
 

@@ -155,14 +155,16 @@ def _parse(specs) -> List:
     return [parse_task_spec(s) for s in specs]
 
 
-def _per_task_results(images, masks, model_paths: Dict[str, str], batch: int, keep, task_ids=None, sigma=False):
-    """Evaluate one model file per task (conventional, ISTA-Net+ or adapted meta models)."""
+def _per_task_results(images, masks, model_paths: Dict[str, str], batch: int, keep, specs=None, sigma=False):
+    """Evaluate one model file per task (conventional, ISTA-Net+ or adapted meta models); with
+    ``specs`` (task name -> spec) each task's id is looked up in the model's task specs."""
     from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
+    from loa_meta.sampling import model_task_ids
 
     out = {}
     for name, path in model_paths.items():
         model = common.load_model(path, flag="model")
-        tid = 0 if task_ids is None else task_ids[name]
+        tid = 0 if specs is None else model_task_ids(model, [specs[name]])[0]
         out.update(evaluate_model(model_reconstruct_fn(model), images, {name: masks[name]}, task_ids=[tid],
                                   batch_size=batch, model=model if sigma else None, keep=keep))
     return out
@@ -232,6 +234,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
     """
     from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
+    from loa_meta.sampling import model_task_ids
 
     seen = _parse(preset.seen_tasks if seen is None else seen)
     unseen = _parse(preset.unseen_tasks if unseen is None else unseen)
@@ -259,10 +262,10 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
     if ista:
         training += [(f"ista/{t.name}", Stage("run_conventional", (data_dir, t), (preset, "ista_net_plus"), **kw))
                      for t in seen]
-    infos = runner.run_all(training, workers)
+    runner.run_all(training, workers)
     meta_model = os.path.join(workdir, "meta", tc.MODEL_FILE)
-    infos.update(runner.run_all([(f"adapt/{t.name}", Stage("run_adapt", (meta_model, data_dir, t), (preset,), **kw))
-                                 for t in new_tasks], workers))
+    runner.run_all([(f"adapt/{t.name}", Stage("run_adapt", (meta_model, data_dir, t), (preset,), **kw))
+                    for t in new_tasks], workers)
 
     def evaluation(d):
         os.makedirs(d, exist_ok=True)
@@ -286,10 +289,11 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
         if reduced:
             mr = common.load_model(os.path.join(workdir, "meta_reduced", tc.MODEL_FILE), flag="model")
             res[META_R] = evaluate_model(model_reconstruct_fn(mr), test, {n: masks[n] for n in names},
-                                         task_ids=list(range(len(names))), batch_size=batch, model=mr, keep=keep)
+                                         task_ids=model_task_ids(mr, seen), batch_size=batch, model=mr, keep=keep)
         mm = common.load_model(meta_model, flag="model")
+        seen_ids = model_task_ids(mm, seen)
         res[META] = evaluate_model(model_reconstruct_fn(mm), test, {n: masks[n] for n in names},
-                                   task_ids=list(range(len(names))), batch_size=batch, model=mm, keep=keep)
+                                   task_ids=seen_ids, batch_size=batch, model=mm, keep=keep)
         tables["seen"] = res
         # Tables 3 / 4 (unseen radial) and 5 (Cartesian): adapted meta models vs conventional.
         for key, tasks in (("unseen", unseen), ("cartesian", cart)):
@@ -300,9 +304,8 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
             if conventional_unseen:
                 r[CONV] = _per_task_results(test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE)
                                                           for n in tn}, batch, keep)
-            ids = {n: int(infos[f"adapt/{n}"]["task_id"]) for n in tn}
             r[META] = _per_task_results(test, masks, {n: os.path.join(workdir, "adapt", n, tc.MODEL_FILE) for n in tn},
-                                        batch, keep, task_ids=ids, sigma=True)
+                                        batch, keep, specs={t.name: t for t in tasks}, sigma=True)
             tables[key] = r
         captions = {"seen": "Tables 1-2: seen radial ratios", "unseen": "Tables 3-4: unseen radial ratios (adapted)",
                     "cartesian": "Table 5: random Cartesian masks (adapted)"}
@@ -331,9 +334,9 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
 
             phi, ps = {}, {}
             for i, n in enumerate(names):
-                c = convergence_curves(mm, test[:batch], masks[n], i)
+                c = convergence_curves(mm, test[:batch], masks[n], seen_ids[i])
                 if c is not None:
-                    phi[n], ps[n] = c["phi"], np.nan_to_num(c["psnr"], nan=float("nan"))
+                    phi[n], ps[n] = c["phi"], c["psnr"]
                     conv_curves[n] = {"phi": [float(v) for v in c["phi"]], "psnr": [float(v) for v in c["psnr"]]}
             if phi:
                 outputs["figure_convergence"] = convergence_figure(os.path.join(d, "convergence.png"), phi, ps,

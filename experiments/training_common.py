@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import common
-from experiments.presets import Preset, get_preset
+from experiments.presets import Preset, delta_tol_after, get_preset
 
 COMPLETE = "COMPLETE.json"
 MODEL_FILE = "model.keras"
@@ -136,6 +136,35 @@ def load_images(data_dir: str, split: str, limit: int = 0, fraction: float = 1.0
     return x
 
 
+def split_data(data_dir: str, preset: Preset, fraction: float = 1.0, flag: str = "data_dir") -> Dict[str, np.ndarray]:
+    """The slices of every training mode, from the prepared train and val splits.
+
+    * ``heldout``: the last ``preset.eval_slices`` slices of the val split. No mode trains on them;
+      they judge the stair-wise plateau rule and phase acceptance (Section 4.2) and adaptation.
+    * ``pool``: the train split (first ``max_train``) followed by the other val slices (first
+      ``max_val``), each cut to ``fraction`` (the reduced-data runs): conventional training's
+      merged train + val set (Section 5.2).
+    * ``train`` / ``val``: the pool split ``1 - val_fraction : val_fraction`` in order, i.e.
+      Algorithm 2's D^tr and D^val (paper: 300 : 150 = 2 : 1).
+    """
+    train = load_images(data_dir, "train", preset.max_train, fraction, flag)
+    val = load_images(data_dir, "val", 0, 1.0, flag)
+    k = int(preset.eval_slices)
+    if k < 1 or k >= len(val):
+        raise common.usage_error(flag, f"{data_dir}: the val split has {len(val)} slices; {k} are held out for "
+                                       f"the stair-wise rule (preset eval_slices), which must leave at least one")
+    heldout, val = val[-k:], val[:-k]
+    if preset.max_val:
+        val = val[: preset.max_val]
+    if fraction < 1.0:
+        val = val[: max(1, int(round(fraction * len(val))))]
+    pool = np.concatenate([train, val], axis=0)
+    n_val = min(max(1, int(round(preset.val_fraction * len(pool)))), len(pool) - 1)
+    if n_val < 1:
+        raise common.usage_error(flag, f"{data_dir}: {len(pool)} training slice(s) cannot be split into D^tr and D^val")
+    return {"train": pool[:-n_val], "val": pool[-n_val:], "pool": pool, "heldout": heldout}
+
+
 def task_masks(tasks: Sequence, shape, mask_seed: int, out_dir: str, mask_dir: Optional[str] = None) -> Dict[str, np.ndarray]:
     """The masks of ``tasks``: loaded from ``mask_dir`` or ``out_dir`` if saved before, otherwise
     built once with ``spec.build_mask(shape, mask_seed)``; always saved to ``out_dir`` as
@@ -167,6 +196,21 @@ def _steps(epochs: float, n_images: int, batch: int) -> int:
     return max(1, int(math.ceil(epochs * math.ceil(n_images / batch))))
 
 
+def conventional_steps(preset: Preset, n_images: int, model_type: str = "loa", epochs: Optional[float] = None,
+                       max_steps: Optional[int] = None) -> int:
+    """Optimizer steps of a conventional run: ``epochs`` over ``n_images`` in batches of
+    ``conv_batch``, capped by ``conv_max_steps``; ISTA-Net+ gets ``ista_steps_factor`` times that.
+    An explicit ``max_steps`` (the apps' ``--max_steps``) is taken as given."""
+    if max_steps is not None:
+        return int(max_steps)
+    epochs = preset.conv_epochs if epochs is None else epochs
+    total = _steps(epochs, n_images, min(preset.conv_batch, n_images))
+    total = min(total, preset.conv_max_steps) if preset.conv_max_steps else total
+    if model_type != "loa":
+        total = max(1, int(round(total * preset.ista_steps_factor)))
+    return total
+
+
 def _eval_dataset(images, masks: List[np.ndarray], task_ids: List[int], batch: int):
     from loa_meta.data import task_dataset
 
@@ -183,15 +227,16 @@ def _log_skip(workdir: str) -> dict:
     return info
 
 
-def _stair(preset: Preset, stage_iters: int) -> dict:
+def _stair(preset: Preset, stage_iters: Optional[int]) -> dict:
     return dict(enabled=bool(preset.stairwise and preset.num_phases > preset.initial_phases),
                 initial_phases=preset.initial_phases, max_phases=preset.num_phases,
-                stage_max_iterations=max(1, int(stage_iters)), patience=preset.patience, min_delta=preset.min_delta)
+                stage_max_iterations=None if stage_iters is None else max(1, int(stage_iters)),
+                patience=preset.patience, min_delta=preset.min_delta)
 
 
 def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_rate: Optional[float] = None) -> dict:
     lr = preset.learning_rate if learning_rate is None else learning_rate
-    return dict(learning_rate=lr, seed=seed, max_steps=max_steps,
+    return dict(learning_rate=lr, seed=seed, max_steps=max_steps, eval_every=preset.eval_every,
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
                 compile_steps=preset.compile_steps)
@@ -205,6 +250,9 @@ def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed:
              max_steps: Optional[int] = None, extra_config: Optional[dict] = None) -> dict:
     """Meta-learning (Algorithm 2, Section 5.2) on ``tasks``; writes ``workdir/model.keras``.
 
+    Each stair-wise stage lasts ``preset.meta_stage_epochs`` epochs (``epochs`` overrides it):
+    delta and lambda decay once per epoch and line 3 (delta <= delta_tol) ends the stage, unless
+    the plateau rule on the held-out slices ends it first. The model records the task specs.
     Returns the completion info (``model``, ``sigma_omega`` per task, timings).
     """
     from loa_meta.data import cross_task_dataset
@@ -213,26 +261,26 @@ def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed:
     if is_complete(workdir) and os.path.isfile(os.path.join(workdir, MODEL_FILE)):
         return _log_skip(workdir)
     t0 = time.time()
-    train = load_images(data_dir, "train", preset.max_train, data_fraction)
-    val = load_images(data_dir, "val", preset.max_val, data_fraction)
+    split = split_data(data_dir, preset, data_fraction)
+    train, val, ev = split["train"], split["val"], split["heldout"]
     shape = train.shape[1:]
     masks = task_masks(tasks, shape, mask_seed, os.path.join(workdir, "masks"), mask_dir)
     mlist = [masks[t.name] for t in tasks]
     j = preset.per_task_batch
-    epochs = preset.meta_epochs if epochs is None else epochs
-    stage_iters = _steps(epochs, len(train), j)
+    if epochs is not None:
+        preset = preset.override(delta_tol=delta_tol_after(epochs, preset.delta0, preset.nu_delta))
+    epoch_iters = _steps(1, len(train), j)
+    stage_iters = epoch_iters * preset.meta_stage_epochs
     max_steps = max_steps if max_steps is not None else preset.meta_max_steps
-    sw = _stair(preset, stage_iters)
-    n_stages = preset.num_phases - preset.initial_phases + 1 if sw["enabled"] else 1
     cfg = MetaConfig(
         **_common_cfg(preset, seed, max_steps),
         delta0=preset.delta0, nu_delta=preset.nu_delta, delta_tol=preset.delta_tol, lambda0=preset.lambda0,
         nu_lambda=preset.nu_lambda, theta_steps=preset.theta_steps, max_inner_iterations=preset.max_inner_iterations,
         omega_learning_rate=preset.omega_learning_rate, per_task_batch_train=j, per_task_batch_val=j,
-        max_outer_iterations=stage_iters * n_stages, stairwise=sw,
-        model=dict(preset.model_kwargs(), num_tasks=len(tasks)), **(extra_config or {}),
+        outer_iterations_per_epoch=epoch_iters, stairwise=_stair(preset, None),
+        model=dict(preset.model_kwargs(), num_tasks=len(tasks), task_specs=[str(t) for t in tasks]),
+        **(extra_config or {}),
     )
-    ev = val[: preset.eval_slices] if preset.eval_slices else val
     data = {
         "train": cross_task_dataset([train] * len(tasks), mlist, j, seed=seed),
         "val": cross_task_dataset([val] * len(tasks), mlist, j, seed=seed + 1000),
@@ -241,11 +289,12 @@ def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed:
     run_info = {"app": "train_meta", "data_dir": os.path.abspath(data_dir), "tasks": [str(t) for t in tasks],
                 "task_names": [t.name for t in tasks], "task_ids": list(range(len(tasks))), "seed": seed,
                 "mask_seed": mask_seed, "data_fraction": data_fraction, "num_train": int(len(train)),
-                "num_val": int(len(val)), "image_shape": list(map(int, shape)), "stage_iterations": stage_iters,
-                "preset": preset.to_dict()}
+                "num_val": int(len(val)), "num_heldout": int(len(ev)), "image_shape": list(map(int, shape)),
+                "stage_epochs": preset.meta_stage_epochs, "stage_iterations": stage_iters, "preset": preset.to_dict()}
     common.write_config_json(workdir, run_info, name="run_config.json")
-    logging.info("meta-learning on %s: %d train / %d val slices of %s, %d phases, stage budget %d iterations",
-                 [str(t) for t in tasks], len(train), len(val), shape, preset.num_phases, stage_iters)
+    logging.info("meta-learning on %s: %d D^tr / %d D^val / %d held-out slices of %s, %d phases, stages of %d "
+                 "epochs (%d iterations)", [str(t) for t in tasks], len(train), len(val), len(ev), shape,
+                 preset.num_phases, preset.meta_stage_epochs, stage_iters)
     model, hist = train_meta(cfg, workdir, data)
     path = save_model_atomic(model, os.path.join(workdir, MODEL_FILE))
     sig = {t.name: _sigma(model, i) for i, t in enumerate(tasks)}
@@ -267,26 +316,21 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
     if is_complete(workdir) and os.path.isfile(os.path.join(workdir, MODEL_FILE)):
         return _log_skip(workdir)
     t0 = time.time()
-    train = load_images(data_dir, "train", preset.max_train, data_fraction)
-    val = load_images(data_dir, "val", preset.max_val, data_fraction)
-    merged = np.concatenate([train, val], axis=0)
+    split = split_data(data_dir, preset, data_fraction)
+    merged, ev = split["pool"], split["heldout"]
     masks = task_masks([task], merged.shape[1:], mask_seed, os.path.join(workdir, "masks"), mask_dir)
     m = masks[task.name]
     batch = min(preset.conv_batch, len(merged))
     epochs = preset.conv_epochs if epochs is None else epochs
-    total = _steps(epochs, len(merged), batch)
-    cap = max_steps if max_steps is not None else preset.conv_max_steps
-    total = min(total, cap) if cap else total
-    if model_type != "loa" and max_steps is None:
-        total = max(1, int(round(total * preset.ista_steps_factor)))
+    total = conventional_steps(preset, len(merged), model_type, epochs, max_steps)
     sw = _stair(preset, total)
     if sw["enabled"]:
         sw["stage_max_iterations"] = max(1, total // (preset.num_phases - preset.initial_phases + 1))
-    model_kwargs = preset.conventional_kwargs() if model_type == "loa" else preset.ista_kwargs()
+    model_kwargs = (dict(preset.conventional_kwargs(), task_specs=[str(task)]) if model_type == "loa"
+                    else preset.ista_kwargs())
     cfg = ConventionalConfig(**_common_cfg(preset, seed, total), batch_size=batch, epochs=max(1, int(math.ceil(epochs))),
                              model_type=model_type, stairwise=sw if model_type == "loa" else _stair(
                                  preset.override(stairwise=False), total), model=model_kwargs)
-    ev = val[: preset.eval_slices] if preset.eval_slices else val
     data = {"train": task_dataset(merged, m, 0, batch, seed=seed), "eval": _eval_dataset(ev, [m], [0], 8)}
     run_info = {"app": "train_istanet" if model_type != "loa" else "train_conventional",
                 "data_dir": os.path.abspath(data_dir), "task": str(task), "task_name": task.name, "seed": seed,
@@ -309,7 +353,11 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
               mask_dir: Optional[str] = None, num_images: Optional[int] = None, epochs: Optional[float] = None,
               max_steps: Optional[int] = None, model_flag: str = "model") -> dict:
     """Adaptation (Section 5.4): load a meta model, add ``task``, learn only its omega on
-    ``num_images`` training slices; writes the adapted ``model.keras`` and sigma(omega)."""
+    ``num_images`` training slices; writes the adapted ``model.keras`` and sigma(omega).
+
+    The new omega starts from the omega of the nearest trained task (same kind, nearest ratio;
+    :func:`loa_meta.sampling.nearest_task`) and is trained with ``preset.adapt_learning_rate``.
+    """
     from loa_meta.data import task_dataset
     from loa_meta.training import AdaptConfig, adapt_omega
 
@@ -319,9 +367,16 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
     model = common.load_model(model_path, flag=model_flag)
     if not hasattr(model, "add_task"):
         raise common.usage_error(model_flag, f"{model_path} is not a meta-learning model (no add_task)")
+    from loa_meta.sampling import nearest_task
+
+    try:
+        start = nearest_task(getattr(model, "task_specs", []), task)
+    except ValueError as e:
+        raise common.usage_error(model_flag, f"{model_path}: {e}") from None
+    omega0 = float(np.asarray(model.omega_variables[start]))
     n = preset.adapt_images if num_images is None else num_images
     images = load_images(data_dir, "train", n)
-    val = load_images(data_dir, "val", preset.eval_slices)
+    val = split_data(data_dir, preset)["heldout"]
     masks = task_masks([task], images.shape[1:], mask_seed, os.path.join(workdir, "masks"), mask_dir)
     m = masks[task.name]
     batch = min(preset.adapt_batch, len(images))
@@ -329,21 +384,24 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
     total = _steps(epochs, len(images), batch)
     cap = max_steps if max_steps is not None else preset.adapt_max_steps
     total = min(total, cap) if cap else total
-    # Only omega is trained: its optimizer uses the config's learning rate = the omega learning rate.
-    cfg = AdaptConfig(**_common_cfg(preset, seed, total, preset.omega_learning_rate), batch_size=batch,
-                      epochs=max(1, int(math.ceil(epochs))), initial_omega=preset.initial_omega)
+    # Only omega is trained: its optimizer uses the config's learning rate = the adaptation learning rate.
+    cfg = AdaptConfig(**_common_cfg(preset, seed, total, preset.adapt_learning_rate), batch_size=batch,
+                      epochs=max(1, int(math.ceil(epochs))), initial_omega=omega0, task_spec=str(task))
     tid = int(model.num_tasks)
     data = {"train": task_dataset(images, m, tid, batch, seed=seed), "eval": _eval_dataset(val, [m], [tid], 8)}
     run_info = {"app": "adapt", "model_in": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir),
                 "task": str(task), "task_name": task.name, "num_images": int(len(images)), "max_steps": total,
-                "seed": seed, "mask_seed": mask_seed, "preset": preset.to_dict()}
+                "seed": seed, "mask_seed": mask_seed, "start_task_id": int(start),
+                "start_task": model.task_specs[start], "initial_omega": omega0, "preset": preset.to_dict()}
     common.write_config_json(workdir, run_info, name="run_config.json")
-    sig0 = None
+    logging.info("adapting to %s from the omega of trained task %d (%s): sigma(omega) = %.4f",
+                 task, start, model.task_specs[start], 1.0 / (1.0 + math.exp(-omega0)))
     adapted, index, hist = adapt_omega(model, cfg, workdir, data)
     path = save_model_atomic(adapted, os.path.join(workdir, MODEL_FILE))
     sig = _sigma(adapted, index)
-    info = dict(run_info, model=path, task_id=int(index), sigma_omega=sig, sigma_omega_initial=sig0,
-                steps=len(hist["steps"]), seconds=time.time() - t0)
+    info = dict(run_info, model=path, task_id=int(index), sigma_omega=sig,
+                sigma_omega_initial=1.0 / (1.0 + math.exp(-omega0)), steps=len(hist["steps"]),
+                seconds=time.time() - t0)
     mark_complete(workdir, info)
     logging.info("adaptation to %s done in %.0f s: task id %d, sigma(omega) = %s", task, info["seconds"], index, sig)
     return info

@@ -84,6 +84,5 @@ def test_installs_the_repository_with_the_demo_extra():
 def test_default_command_module_exists():
     module = json.loads([a for op, a in _instructions() if op == "CMD"][0])[0]
     path = ROOT / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        pytest.skip(f"{path.relative_to(ROOT)} (the image's default command) is not written yet")
+    assert path.is_file(), f"{path.relative_to(ROOT)} (the image's default command) does not exist"
     assert "app.run(" in path.read_text(), f"{path} should be an absl app"

@@ -35,8 +35,9 @@ def test_zero_filled_matches_numpy(rng):
         assert res[name]["psnr"].shape == (5,)
         np.testing.assert_allclose(res[name]["examples"][4], zf[4], atol=1e-5)
         assert res[name]["sigma_omega"] is None
-    # more samples -> better zero filling (a property that can fail)
-    assert res["cartesian:0.4"]["nmse"].mean() < 1.0
+    # more samples -> better zero filling, on every slice (a property that can fail)
+    more = ev.evaluate_zero_filled(x, {str(r): make_mask("radial", x.shape[1:], r, seed=1) for r in (0.2, 0.5)})
+    assert np.all(more["0.5"]["psnr"] > more["0.2"]["psnr"] + 1.0) and np.all(more["0.5"]["nmse"] < more["0.2"]["nmse"])
 
 
 def test_task_ids_and_batches(rng):

@@ -48,9 +48,10 @@ def _save_models(tmp_path):
     from loa_meta.models import LOANet
 
     tf.keras.utils.set_random_seed(0)
-    meta = LOANet(num_phases=2, num_tasks=2)
-    meta.omegas[0].assign(1.5)
-    meta.omegas[1].assign(0.5)
+    # task ids in the opposite order of --tasks: evaluate must look each spec up (issue 12.4)
+    meta = LOANet(num_phases=2, num_tasks=2, task_specs=["radial:0.4", "radial:0.2"])
+    meta.omegas[1].assign(1.5)
+    meta.omegas[0].assign(0.5)
     meta_path = str(tmp_path / "meta" / "model.keras")
     os.makedirs(os.path.dirname(meta_path))
     meta.save(meta_path)
@@ -108,7 +109,7 @@ def test_evaluate_end_to_end(tmp_path, rng):
     md = open(os.path.join(workdir, "table.md")).read()
     assert "radial 20%" in md and "σ(ω_i)" in md and " ± " in md
     cfg = json.load(open(os.path.join(workdir, "config.json")))
-    assert cfg["tasks"] == ["radial:0.2", "radial:0.4"] and cfg["task_ids"] == [0, 1]
+    assert cfg["tasks"] == ["radial:0.2", "radial:0.4"] and cfg["task_ids"] == {"meta": [1, 0]}
     assert cfg["num_slices"] == 3 and cfg["image_shape"] == [H, W]
     with open(os.path.join(workdir, "figure.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -126,6 +127,12 @@ def test_evaluate_bad_flags(tmp_path, rng):
     assert res.returncode != 0
     assert "--models" in res.stderr and "missing.keras" in res.stderr
     assert not os.path.exists(tmp_path / "w")  # failed before creating outputs
+    # a task the meta model was not trained on is an error that lists the model's tasks
+    meta_path = _save_models(tmp_path)
+    res = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.3",
+                  f"--models=meta={meta_path}", f"--workdir={tmp_path / 'w'}")
+    assert res.returncode != 0
+    assert "--tasks" in res.stderr and "'radial:0.3' is not among the model's tasks (0=radial:0.4, 1=radial:0.2)" in res.stderr
 
 
 def test_parse_model_specs():

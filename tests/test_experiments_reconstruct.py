@@ -40,16 +40,21 @@ def test_reconstruct_kspace_zero_filled_and_model(tmp_path, rng):
 
     tf.keras.utils.set_random_seed(0)
     model_path = str(tmp_path / "m.keras")
-    LOANet(num_phases=1, num_tasks=2).save(model_path)
+    LOANet(num_phases=1, num_tasks=2, task_specs=["radial:0.2", "radial:0.4"]).save(model_path)
     png = str(tmp_path / "rec.png")
+    # the task id comes from --mask's spec (radial 40 % is task 1 of the model)
     res = run_app("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={png}",
-                  f"--model={model_path}", "--task_id=1")
+                  f"--model={model_path}", "--mask=radial:0.4")
     assert res.returncode == 0, res.stderr[-2000:]
     import matplotlib.image as mpimg
 
     img = mpimg.imread(png)
     assert img.shape[:2] == (H, 2 * W)
-    assert json.load(open(png + ".json"))["task_id"] == 1
+    assert json.load(open(png + ".json"))["resolved_task_id"] == 1
+    res = run_app("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={tmp_path / 'x.png'}",
+                  f"--model={model_path}", "--mask=radial:0.3")
+    assert res.returncode != 0 and not os.path.exists(tmp_path / "x.png")
+    assert "--mask" in res.stderr and "(0=radial:0.2, 1=radial:0.4)" in res.stderr
 
 
 @pytest.mark.slow

@@ -98,41 +98,65 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
         assert os.path.isfile(os.path.join(wd, "masks", name + ".png"))
     model = load_model(os.path.join(wd, "model.keras"))
     assert isinstance(model, keras.Model) and int(model.num_tasks) == 2
+    assert model.task_specs == ["radial:0.2", "radial:0.4"]  # the model knows its tasks (issue 12.4)
     info = json.load(open(os.path.join(wd, "COMPLETE.json")))
-    assert set(info["sigma_omega"]) == {"radial_0.20", "radial_0.40"}
-    assert all(0.0 < s < 1.0 for s in info["sigma_omega"].values())
+    sig = {n: 1 / (1 + np.exp(-float(np.asarray(w)))) for n, w in zip(("radial_0.20", "radial_0.40"), model.omegas)}
+    assert info["sigma_omega"] == pytest.approx(sig, rel=1e-6)
+    # every mode's eval set is the held-out tail of the val split; Algorithm 2 splits the rest 2:1
+    assert (info["num_train"], info["num_val"], info["num_heldout"]) == (3, 2, 2)
+    assert cfg.eval_every == 1 and cfg.outer_iterations_per_epoch == 3 and cfg.stairwise["stage_max_iterations"] is None
     assert 1 <= info["steps"] <= 3
     assert "sigma(omega)" in proc.stdout
 
 
 @pytest.mark.slow
 def test_train_meta_rerun_skips_finished_run(meta_run, prepared):
+    from experiments import training_common as tc
+    from experiments.presets import TINY
+    from loa_meta.sampling import parse_task_specs
+
     wd, _ = meta_run
     before = os.path.getmtime(os.path.join(wd, "model.keras"))
-    proc = _ok(run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny",
-                       "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3"))
-    assert "skipped" in proc.stderr
+    info = tc.run_meta(prepared, parse_task_specs("radial:0.2,radial:0.4"), wd, TINY, mask_seed=3, max_steps=3)
+    assert info == json.load(open(os.path.join(wd, "COMPLETE.json")))  # the finished run's record, no training
     assert os.path.getmtime(os.path.join(wd, "model.keras")) == before
 
 
 @pytest.mark.slow
 def test_adapt_adds_one_task_and_keeps_theta(meta_run, prepared, tmp_path):
+    import tensorflow as tf
+
     from experiments.common import load_model
+    from experiments.presets import TINY
+    from loa_meta.physics.operators import SingleCoilOperator
+    from loa_meta.training.losses import reconstruction_loss
 
     wd, _ = meta_run
     out = str(tmp_path / "adapt")
     proc = _ok(run_app("experiments.adapt", f"--model={wd}/model.keras", f"--data_dir={prepared}",
-                       f"--workdir={out}", "--task=radial:0.3", "--preset=tiny", "--num_images=2", "--epochs=1",
+                       f"--workdir={out}", "--task=radial:0.45", "--preset=tiny", "--num_images=2", "--epochs=1",
                        f"--mask_dir={wd}/masks"))
     base, adapted = load_model(f"{wd}/model.keras"), load_model(f"{out}/model.keras")
     assert int(adapted.num_tasks) == int(base.num_tasks) + 1
+    assert adapted.task_specs == ["radial:0.2", "radial:0.4", "radial:0.45"]
     for a, b in zip(base.theta_variables, adapted.theta_variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     info = json.load(open(os.path.join(out, "COMPLETE.json")))
-    assert info["task_id"] == 2 and 0.0 < info["sigma_omega"] < 1.0
-    assert f"{info['sigma_omega']}" in proc.stdout
-    # the new omega moved away from its initial value 0 (sigma = 0.5): it was trained
-    assert abs(info["sigma_omega"] - 0.5) > 1e-6
+    assert info["task_id"] == 2 and f"{info['sigma_omega']}" in proc.stdout
+    assert info["sigma_omega"] == pytest.approx(1 / (1 + np.exp(-float(np.asarray(adapted.omegas[2])))), rel=1e-6)
+    # the new omega started from the nearest trained task's (radial 40 %) ...
+    omega0 = float(np.asarray(base.omegas[1]))
+    assert (info["start_task"], info["initial_omega"]) == ("radial:0.4", pytest.approx(omega0, abs=0))
+    # ... and its one Adam step (lr 5e-2) went the way the adaptation loss asks: against its gradient
+    x = np.load(os.path.join(prepared, "train.npy"))[:2].astype(np.complex64)
+    m = tf.constant(np.load(os.path.join(out, "masks", "radial_0.45.npy")).astype(np.float32))
+    base.add_task(omega0, spec="radial:0.45")
+    with tf.GradientTape() as tape:
+        pred = base({"kspace": SingleCoilOperator(m).forward(tf.constant(x)), "mask": m, "task_id": tf.constant([2, 2])})
+        loss = reconstruction_loss(pred, tf.constant(np.abs(x)))
+    g = float(tape.gradient(loss, base.omegas[2]))
+    step = float(np.asarray(adapted.omegas[2])) - omega0
+    assert abs(g) > 0 and step == pytest.approx(-np.sign(g) * TINY.adapt_learning_rate, rel=1e-3)
 
 
 @pytest.mark.slow
@@ -147,11 +171,14 @@ def test_conventional_and_istanet_end_to_end(prepared, tmp_path, module, model_t
                 "--max_steps=2"))
     cfg = ConventionalConfig.from_dict(json.load(open(os.path.join(wd, "config.json"))))
     assert cfg.model_type == model_type and cfg.max_steps == 2
+    info = json.load(open(os.path.join(wd, "COMPLETE.json")))
+    assert info["steps"] == 2  # the run took exactly its budget
     run = json.load(open(os.path.join(wd, "run_config.json")))
     from experiments.presets import TINY
 
-    # train and val merged (Section 5.2); the tiny preset keeps the first 4 train and 2 val slices
-    assert run["num_train"] == min(6, TINY.max_train) + min(3, TINY.max_val) == 6
+    # train and val merged (Section 5.2): the tiny preset keeps the first 4 train slices and the one
+    # val slice left after the 2 held-out ones
+    assert run["num_train"] == TINY.max_train + 3 - TINY.eval_slices == 5
     model = load_model(os.path.join(wd, "model.keras"))
     assert type(model).__name__ == ("LOANet" if model_type == "loa" else "ISTANetPlus")
     if model_type == "loa":
@@ -160,19 +187,16 @@ def test_conventional_and_istanet_end_to_end(prepared, tmp_path, module, model_t
     assert os.path.isfile(os.path.join(wd, "masks", "radial_0.20.npy"))
 
 
-def test_ista_steps_factor_scales_only_the_istanet_budget(prepared, tmp_path):
+def test_ista_steps_factor_scales_only_the_istanet_budget():
     from experiments import training_common as tc
-    from experiments.presets import TINY
-    from loa_meta.sampling.task_spec import parse_task_spec
+    from experiments.presets import CPU, TINY
 
     p = TINY.override(conv_max_steps=1, ista_steps_factor=3.0)
-    task = parse_task_spec("radial:0.2")
-    ista = tc.run_conventional(prepared, task, str(tmp_path / "ista"), p, "ista_net_plus")
-    loa = tc.run_conventional(prepared, task, str(tmp_path / "loa"), p, "loa")
-    assert (ista["max_steps"], loa["max_steps"]) == (3, 1)
-    assert ista["steps"] == 3 and loa["steps"] == 1
+    assert (tc.conventional_steps(p, 6, "ista_net_plus"), tc.conventional_steps(p, 6, "loa")) == (3, 1)
     # an explicit max_steps (the apps' --max_steps) is taken as given
-    assert tc.run_conventional(prepared, task, str(tmp_path / "ista2"), p, "ista_net_plus", max_steps=2)["max_steps"] == 2
+    assert tc.conventional_steps(p, 6, "ista_net_plus", max_steps=2) == 2
+    # cpu: 12 epochs of 92 slices in batches of 8 = 144 steps (cap 150); ISTA-Net+ 8 x 144
+    assert (tc.conventional_steps(CPU, 92), tc.conventional_steps(CPU, 92, "ista_net_plus")) == (144, 1152)
 
 
 # ----------------------------------------------------------------------------- bad flags
@@ -217,7 +241,7 @@ def test_presets_override_and_budget_conversion():
     from experiments.presets import PAPER, get_preset
 
     assert PAPER.num_phases == 11 and PAPER.per_task_batch * 4 == 8 and PAPER.conv_batch == 25
-    assert PAPER.conv_epochs == 2000 and PAPER.meta_epochs == 100
+    assert PAPER.conv_epochs == 2000 and PAPER.meta_stage_epochs == 107  # "100 epochs", delta to delta_tol
     assert PAPER.adapt_images == 100 and PAPER.adapt_epochs == 50 and abs(PAPER.reduced_fraction - 2 / 3) < 1e-12
     assert (PAPER.delta0, PAPER.delta_tol, PAPER.lambda0, PAPER.nu_delta, PAPER.nu_lambda) == (1e-3, 4.35e-6, 1e-5, 0.95, 1.001)
     p = get_preset("cpu").override(num_phases=7, alpha0=None)
@@ -241,8 +265,19 @@ def test_presets_override_and_budget_conversion():
     np.testing.assert_allclose(m.kappa([0, 1]).numpy(), [kappa0, kappa0], rtol=1e-6)
     # paper conventional budget: 2000 epochs over 450 merged images in batches of 25 = 36000 steps
     assert tc._steps(2000, 450, 25) == 36000
-    # paper meta stage: 100 epochs over 300 images at J = 2 per task = 15000 outer iterations
-    assert tc._steps(100, 300, 2) == 15000
+    # Adam lr 1e-3 (Section 4.2) for theta and, not stated, omega in Algorithm 2
+    assert (PAPER.learning_rate, PAPER.omega_learning_rate) == (1e-3, 1e-3)
+    # the Algorithm 1 safeguard (lines 5-13) is on in the network of every preset, meta and conventional
+    for pr in (PAPER, q, get_preset("cpu"), get_preset("tiny")):
+        assert LOANet(num_phases=1, **pr.model_kwargs()).safeguard is True
+        assert LOANet(num_phases=1, use_task_weights=False, **pr.conventional_kwargs()).safeguard is True
+        # the plateau rule is live (evaluations on held-out slices) and Algorithm 2 splits 2 : 1
+        assert pr.eval_every >= 1 and pr.patience >= 1 and pr.eval_slices >= 1 and pr.val_fraction == 1 / 3
+    # paper adaptation: 50 epochs of 100 images in batches of 8 = 650 Adam steps; at most lr per step,
+    # so omega can move 6.5, more than the 2.28 between sigma(omega) = 0.66 and 0.95 (Tables 3-5)
+    steps = tc._steps(PAPER.adapt_epochs, PAPER.adapt_images, PAPER.adapt_batch)
+    logit = lambda s: np.log(s / (1 - s))  # noqa: E731
+    assert steps == 650 and steps * PAPER.adapt_learning_rate > 2 * (logit(0.95) - logit(0.66))
 
 
 def test_task_masks_built_once_then_reused(tmp_path):
@@ -261,13 +296,31 @@ def test_task_masks_built_once_then_reused(tmp_path):
 
 
 def test_completion_marker_and_atomic_model_save(tmp_path):
+    import keras
+
     from experiments import training_common as tc
+    from loa_meta.models import LOANet
 
     d = str(tmp_path)
     assert not tc.is_complete(d)
     tc.mark_complete(d, {"x": 1})
     assert tc.is_complete(d) and tc.read_complete(d)["x"] == 1
-    assert not [f for f in os.listdir(d) if f.startswith(".tmp")]
+    model = LOANet(num_phases=1, num_tasks=2)
+    model.omegas[1].assign(0.75)
+    path = tc.save_model_atomic(model, os.path.join(d, "sub", "model.keras"))
+    assert float(np.asarray(keras.models.load_model(path).omegas[1])) == 0.75
+
+    class FailingSave:  # a save that dies half way through writing
+        def save(self, p):
+            open(p, "wb").write(b"partial")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        tc.save_model_atomic(FailingSave(), path)
+    assert float(np.asarray(keras.models.load_model(path).omegas[1])) == 0.75  # the old file is intact
+    with pytest.raises(OSError):
+        tc.save_model_atomic(FailingSave(), os.path.join(d, "new.keras"))
+    assert sorted(os.listdir(d)) == ["COMPLETE.json", "sub"] and os.listdir(os.path.join(d, "sub")) == ["model.keras"]
 
 
 def test_load_images_fraction_and_limit(prepared):
@@ -276,3 +329,27 @@ def test_load_images_fraction_and_limit(prepared):
     assert tc.load_images(prepared, "train").shape == (6,) + SHAPE
     assert tc.load_images(prepared, "train", fraction=2 / 3).shape[0] == 4
     assert tc.load_images(prepared, "train", limit=3).shape[0] == 3
+
+
+def test_split_data_holds_out_val_tail_and_splits_the_rest_two_to_one(tmp_path):
+    from absl import app as absl_app
+
+    from experiments import training_common as tc
+    from experiments.presets import PAPER
+
+    data = write_prepared(str(tmp_path / "p"), counts=(20, 12, 2))
+    train, val = np.load(os.path.join(data, "train.npy")), np.load(os.path.join(data, "val.npy"))
+    p = PAPER.override(eval_slices=3)
+    s = tc.split_data(data, p)
+    np.testing.assert_array_equal(s["heldout"], val[-3:])
+    np.testing.assert_array_equal(s["pool"], np.concatenate([train, val[:-3]]))
+    assert (len(s["train"]), len(s["val"])) == (19, 10)  # 29 slices split 2 : 1 (paper: 300 : 150)
+    np.testing.assert_array_equal(np.concatenate([s["train"], s["val"]]), s["pool"])
+    # no training slice is a held-out slice
+    assert not any(np.array_equal(a, b) for a in s["pool"] for b in s["heldout"])
+    # the reduced-data runs keep the same held-out slices
+    r = tc.split_data(data, p, fraction=2 / 3)
+    np.testing.assert_array_equal(r["heldout"], s["heldout"])
+    assert len(r["pool"]) == round(20 * 2 / 3) + round(9 * 2 / 3)
+    with pytest.raises(absl_app.UsageError, match="val split has 12 slices; 12 are held out"):
+        tc.split_data(data, p.override(eval_slices=12))

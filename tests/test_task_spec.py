@@ -110,3 +110,59 @@ def test_parse_task_specs_and_build_masks():
         parse_task_specs("radial:0.2,radial:0.20")
     with pytest.raises(ValueError, match="at least one"):
         parse_task_specs(" , ")
+
+
+# ----------------------------------------------------------------------------- task specs of a model (issue 12.4)
+
+SEEN = ["radial:0.1", "radial:0.2", "radial:0.3", "radial:0.4"]
+
+
+def test_match_and_nearest_task():
+    from loa_meta.sampling import canonical_task_specs, match_task, nearest_task
+
+    specs = canonical_task_specs(["radial:0.10", "radial:0.2", "radial:0.3", "cartesian:0.4"], 4)
+    assert specs == ["radial:0.1", "radial:0.2", "radial:0.3", "cartesian:0.4"]
+    assert match_task(specs, "radial:0.20") == 1 and match_task(specs, "cartesian:0.4") == 3
+    with pytest.raises(ValueError, match=re.escape("task 'radial:0.25' is not among the model's tasks "
+                                                   "(0=radial:0.1, 1=radial:0.2, 2=radial:0.3, 3=cartesian:0.4)")):
+        match_task(specs, "radial:0.25")
+    # same kind first, then the nearest ratio; a tie (0.25 between 0.2 and 0.3) goes to the lower id
+    assert [nearest_task(specs, s) for s in ("radial:0.15", "radial:0.25", "radial:0.35", "radial:0.9")] == [0, 1, 2, 2]
+    assert nearest_task(specs, "cartesian:0.1") == 3  # the only Cartesian task, though radial 0.1 is closer in ratio
+    assert nearest_task(specs, "poisson:0.28") == 2  # no Poisson task: nearest ratio of any kind
+    for bad in (["radial:0.1"], ["radial:0.1", "radial:0.10"], "radial:0.1"):
+        with pytest.raises(ValueError, match="task_specs"):
+            canonical_task_specs(bad, 2)
+    for fn in (match_task, nearest_task):
+        with pytest.raises(ValueError, match="records no task specs"):
+            fn([None, None], "radial:0.1")
+
+
+def test_loanet_carries_task_specs_through_save_load_and_add_task(tmp_path):
+    import keras
+
+    from loa_meta.models import LOANet
+    from loa_meta.sampling import model_task_ids
+
+    model = LOANet(num_phases=1, num_tasks=4, task_specs=list(reversed(SEEN)))
+    assert model.add_task(0.5, spec="radial:0.150") == 4
+    assert model.task_specs == ["radial:0.4", "radial:0.3", "radial:0.2", "radial:0.1", "radial:0.15"]
+    with pytest.raises(ValueError, match="twice"):
+        model.add_task(0.0, spec="radial:0.3")
+    assert model.num_tasks == 5  # the refused task was not added
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.task_specs == model.task_specs and loaded.get_config()["task_specs"] == model.task_specs
+    assert model_task_ids(loaded, ["radial:0.1", "radial:0.15", "radial:0.4"]) == [3, 4, 0]
+    with pytest.raises(ValueError, match="not among the model's tasks"):
+        model_task_ids(loaded, ["cartesian:0.1"])
+    with pytest.raises(ValueError, match="has 5 tasks"):
+        model_task_ids(loaded, [None])  # a mask file names no task
+    # a model without task weights (conventional) and a single-task model without specs: id 0
+    assert model_task_ids(LOANet(num_phases=1, use_task_weights=False, task_specs=["radial:0.2"]),
+                          ["radial:0.4", None]) == [0, 0]
+    assert model_task_ids(LOANet(num_phases=1), ["radial:0.4"]) == [0]
+    # a several-task model saved without specs cannot be mapped
+    with pytest.raises(ValueError, match="records no task specs"):
+        model_task_ids(LOANet(num_phases=1, num_tasks=2), ["radial:0.1"])

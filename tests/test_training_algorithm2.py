@@ -11,7 +11,7 @@ from loa_meta.training.algorithm2 import (
     run_algorithm2_iteration,
 )
 from loa_meta.training.losses import per_sample_loss, reconstruction_loss
-from tests.test_training_helpers import ToyUnrolled, fixed_batch, make_arrays
+from tests.training_helpers import ToyUnrolled, fixed_batch, make_arrays
 
 
 def _batches(dtype=np.complex128):

@@ -170,7 +170,7 @@ def test_a_training_stage_traces_each_kernel_once(tmp_path):
     """Algorithm 2 with a real LOANet: after the first outer iteration nothing is traced again."""
     from loa_meta.training import MetaConfig, train_meta
     from loa_meta.training.api import default_loa_builder
-    from tests.test_training_helpers import make_arrays, make_dataset
+    from tests.training_helpers import make_arrays, make_dataset
 
     tr, va = make_arrays(2, num_tasks=2, seed=0), make_arrays(2, num_tasks=2, seed=50)
     data = {"train": make_dataset(tr, 2, 0), "val": make_dataset(va, 2, 1)}

@@ -18,7 +18,7 @@ from loa_meta.training import (
 )
 from loa_meta.training.algorithm2 import model_inputs
 from loa_meta.training.losses import reconstruction_loss
-from tests.test_training_helpers import fixed_batch, make_arrays, make_dataset
+from tests.training_helpers import fixed_batch, make_arrays, make_dataset
 
 COMMON = dict(compile_steps=False, log_every=100, image_every=0, summary_every=5)
 

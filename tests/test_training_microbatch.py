@@ -9,7 +9,7 @@ from loa_meta.models.loa_net import LOANet
 from loa_meta.training import AdaptConfig, ConventionalConfig, MetaConfig, penalty_objective_and_grads
 from loa_meta.training.algorithm2 import split_microbatches
 from loa_meta.training.loop import AdaptMode, MetaMode, SupervisedMode
-from tests.test_training_helpers import ToyUnrolled, fixed_batch, make_arrays
+from tests.training_helpers import ToyUnrolled, fixed_batch, make_arrays
 
 
 def _rel_err(a_list, b_list):

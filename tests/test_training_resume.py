@@ -23,7 +23,7 @@ TRAIN_SCRIPT = textwrap.dedent(r'''
     logging.set_verbosity(logging.INFO)
     from loa_meta.training import MetaConfig, train_meta
     from loa_meta.training import loop
-    from tests.test_training_helpers import ToyUnrolled, make_arrays, make_dataset
+    from tests.training_helpers import ToyUnrolled, make_arrays, make_dataset
 
     orig = loop.TrainingRun._on_step
     def on_step(self, m, which):
@@ -50,7 +50,7 @@ STRATEGY_SCRIPT = textwrap.dedent(r'''
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from loa_meta.training import ConventionalConfig, MetaConfig, train_conventional, train_meta
-    from tests.test_training_helpers import ToyUnrolled, make_arrays, make_dataset
+    from tests.training_helpers import ToyUnrolled, make_arrays, make_dataset
     workdir = sys.argv[1]
     tr, va = make_arrays(4, seed=0), make_arrays(4, seed=50)
     out = {}

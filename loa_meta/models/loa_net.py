@@ -15,6 +15,7 @@ from loa_meta.fileio import atomic_dir
 from loa_meta.layers.learned_regularizer import LearnedRegularizer
 from loa_meta.layers.loa_phase import GRAD_MODES, LOAPhase
 from loa_meta.physics.operators import SingleCoilOperator, check_kspace_mask
+from loa_meta.sampling.task_spec import canonical_task_specs
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
 
 DIAGNOSTIC_KEYS = ("phi", "phi_next", "branch", "backtracks", "eps", "grad_norm")
@@ -57,6 +58,8 @@ class LOANet(keras.Model):
       fixed_kappa: kappa used when ``use_task_weights=False``, in (0, inf).
       initial_omega: initial value of every omega_i.
       grad_mode: ``"explicit"`` or ``"autodiff"`` gradient of r_eps.
+      task_specs: the task spec of each task id (e.g. ``["radial:0.1", "radial:0.2"]``), stored in
+        the config so that apps map a task spec to its task id; ``None`` (default) = unknown.
       **kwargs: standard model arguments.
 
     Call arguments:
@@ -89,6 +92,7 @@ class LOANet(keras.Model):
         initial_omega: float = 0.0,
         fixed_kappa: float = 1.0,
         grad_mode: str = "explicit",
+        task_specs=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -112,6 +116,7 @@ class LOANet(keras.Model):
         self.initial_omega = check_in_range(initial_omega, "initial_omega")
         self.fixed_kappa = check_positive(fixed_kappa, "fixed_kappa")
         self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
+        self._task_specs = canonical_task_specs(task_specs, num_tasks)
 
         self.regularizer = LearnedRegularizer(
             num_layers=self.num_layers,
@@ -192,10 +197,20 @@ class LOANet(keras.Model):
         logging.info("LOANet: added phase %d", len(self.phases))
         return len(self.phases)
 
-    def add_task(self, initial_omega: float = 0.0) -> int:
-        """Append a task weight omega (e.g. for an unseen task, Section 5.4); returns its task id."""
+    def add_task(self, initial_omega: float = 0.0, spec=None) -> int:
+        """Append a task weight omega (e.g. for an unseen task, Section 5.4); returns its task id.
+
+        ``spec`` (a task spec such as ``"radial:0.15"``) is recorded in :attr:`task_specs`.
+        """
+        specs = canonical_task_specs(self._task_specs + [spec], self._num_tasks + 1)
         self._append_task(check_in_range(initial_omega, "initial_omega"))
+        self._task_specs = specs
         return len(self.omegas) - 1
+
+    @property
+    def task_specs(self):
+        """The canonical task spec of each task id (``None`` where unknown)."""
+        return list(self._task_specs)
 
     @property
     def num_phases(self) -> int:
@@ -445,6 +460,7 @@ class LOANet(keras.Model):
             "initial_omega": self.initial_omega,
             "fixed_kappa": self.fixed_kappa,
             "grad_mode": self.grad_mode,
+            "task_specs": self.task_specs,
         }
 
     @classmethod

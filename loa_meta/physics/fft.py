@@ -1,10 +1,10 @@
 """Centred, orthonormal 2D Fourier transforms on the last two axes.
 
-The paper's F in Eq. 1 is the (unitary) 2D DFT. We use the centred convention of fastMRI and most
-MRI software: k-space DC sits at index (H // 2, W // 2), and the transform is orthonormal so that
-F^H = F^{-1} and ||F x|| = ||x||. The authors' TF1 script uses the uncentred ``tf.fft2d``; the two
-agree up to a permutation of k-space, which only matters for how masks are stored (see
-``docs/FIDELITY.md``).
+The paper's F in Eq. 1 is "the 2D discrete Fourier transform (DFT) matrix", with no normalisation
+stated. We choose the orthonormal (unitary) 2D DFT, so that F^H = F^{-1} and ||F x|| = ||x||, in the
+centred convention of fastMRI and most MRI software: k-space DC sits at index (H // 2, W // 2). The
+authors' TF1 script uses the uncentred ``tf.fft2d``; the two agree up to a permutation of k-space,
+which only matters for how masks are stored (see ``docs/FIDELITY.md``).
 """
 
 from __future__ import annotations

@@ -236,3 +236,99 @@ def build_masks(specs: Sequence[TaskSpec], shape: Tuple[int, int], seed: int = 0
     A task's mask depends only on its own spec and the seed, not on its position in the list.
     """
     return np.stack([parse_task_spec(s).build_mask(shape, seed=seed, base_dir=base_dir) for s in specs])
+
+
+def _canonical(s: Union[None, str, TaskSpec]) -> Optional[str]:
+    return None if s is None else str(parse_task_spec(s))
+
+
+def canonical_task_specs(specs: Optional[Sequence[Union[None, str, TaskSpec]]], num_tasks: int) -> List[Optional[str]]:
+    """The canonical strings of a model's ``num_tasks`` task specs (``None`` entries: unknown).
+
+    ``specs=None`` means no task is known (models saved before task specs were recorded).
+
+    Raises:
+      ValueError: if the length is not ``num_tasks``, a spec is invalid or one is listed twice.
+    """
+    if specs is None:
+        return [None] * int(num_tasks)
+    if isinstance(specs, (str, TaskSpec)):
+        raise ValueError(f"Argument `task_specs` must be a list of task specs, but received: {specs!r}")
+    out = [_canonical(s) for s in specs]
+    if len(out) != int(num_tasks):
+        raise ValueError(f"Argument `task_specs` must have one spec per task ({num_tasks}), but received "
+                         f"{len(out)}: {out}")
+    known = [s for s in out if s is not None]
+    if len(set(known)) != len(known):
+        raise ValueError(f"Argument `task_specs` lists a task twice: {out}")
+    return out
+
+
+def match_task(task_specs: Sequence[Optional[str]], spec: Union[str, TaskSpec]) -> int:
+    """The task id whose recorded spec equals ``spec`` (compared in canonical form).
+
+    Raises:
+      ValueError: naming the model's tasks when ``spec`` is not among them, or saying that the
+        model records no task specs.
+    """
+    want = _canonical(spec)
+    if not any(s is not None for s in task_specs):
+        raise ValueError(f"the model records no task specs (saved by an older version), so task '{want}' "
+                         "cannot be mapped to a task id; give the task id explicitly")
+    for i, s in enumerate(task_specs):
+        if s == want:
+            return i
+    listing = ", ".join(f"{i}={s}" for i, s in enumerate(task_specs))
+    raise ValueError(f"task '{want}' is not among the model's tasks ({listing})")
+
+
+def nearest_task(task_specs: Sequence[Optional[str]], spec: Union[str, TaskSpec]) -> int:
+    """The trained task closest to ``spec``: same kind first, then the nearest sampling ratio.
+
+    Ties (e.g. radial 25 % between 20 % and 30 %) go to the lower task id; ratio differences are
+    rounded to 1e-9 so that float noise does not decide them. Without a task of the same kind,
+    every task is a candidate; a ``file`` spec (no ratio) takes the first task of its kind.
+
+    Raises:
+      ValueError: when the model records no task specs.
+    """
+    want = parse_task_spec(spec)
+    known = [(i, parse_task_spec(s)) for i, s in enumerate(task_specs) if s is not None]
+    if not known:
+        raise ValueError(f"the model records no task specs (saved by an older version): no trained task is "
+                         f"known to start task '{want}' from")
+    same = [(i, t) for i, t in known if t.kind == want.kind] or known
+
+    def distance(t: TaskSpec) -> float:
+        if want.ratio is None or t.ratio is None:
+            return math.inf
+        return round(abs(t.ratio - want.ratio), 9)
+
+    return min(same, key=lambda it: (distance(it[1]), it[0]))[0]
+
+
+def model_task_ids(model, specs: Sequence[Union[None, str, TaskSpec]]) -> List[int]:
+    """The task id of each spec in ``model`` (anything with ``task_specs`` / ``num_tasks``).
+
+    A model without task weights (conventional LOANet, ISTA-Net+) has one kappa for every input:
+    id 0. Otherwise each spec must be among ``model.task_specs`` (:func:`match_task`); a ``None``
+    spec (mask given as a file) resolves only when the model has a single task.
+
+    Raises:
+      ValueError: listing the model's tasks when a spec is not among them or is ambiguous.
+    """
+    n = getattr(model, "num_tasks", None)
+    n = 1 if n is None else int(n)
+    if not getattr(model, "use_task_weights", True) or n <= 1 and not any(getattr(model, "task_specs", None) or []):
+        return [0] * len(specs)
+    recorded = list(getattr(model, "task_specs", None) or [None] * n)
+    out = []
+    for s in specs:
+        if s is None:
+            if n != 1:
+                listing = ", ".join(f"{i}={t}" for i, t in enumerate(recorded))
+                raise ValueError(f"the model has {n} tasks ({listing}): name the task by its spec or id")
+            out.append(0)
+        else:
+            out.append(match_task(recorded, s))
+    return out

@@ -1,6 +1,6 @@
 """Adaptation to an unseen task (Section 5.4): theta frozen, only a new omega is learned.
 
-``adapt_omega`` calls ``model.add_task(initial_omega)`` and trains that single scalar with Adam on
+``adapt_omega`` calls ``model.add_task(initial_omega, spec=task_spec)`` and trains that single scalar with Adam on
 the Eq. 13 loss of the new task's images (paper: 100 images, 50 epochs). Theta is never handed to
 an optimizer, so it stays bit-identical; the other tasks' omegas are not touched either, so their
 reconstructions are unchanged.
@@ -41,7 +41,8 @@ def adapt_omega(model, config: AdaptConfig, workdir: str, data, strategy: Option
 
     def prepare(m, resuming):
         if not state["added"]:
-            idx = m.add_task(config.initial_omega)
+            spec = {} if config.task_spec is None else {"spec": config.task_spec}
+            idx = m.add_task(config.initial_omega, **spec)
             if idx != task_index:
                 raise RuntimeError(f"add_task returned {idx}, expected {task_index}")
             state["added"] = True

@@ -424,31 +424,47 @@ class Algorithm2Schedule:
 
     Args:
       delta0, nu_delta, delta_tol, lambda0, nu_lambda: Algorithm 2 constants (Section 5.2).
+      decay_every: outer iterations (batch pairs) per line-12 update: one epoch of batch pairs,
+        so that line 3 ends a stage after the paper's ~100 epochs (docs/fidelity/training.md).
     """
 
-    def __init__(self, delta0, nu_delta, delta_tol, lambda0, nu_lambda):
+    def __init__(self, delta0, nu_delta, delta_tol, lambda0, nu_lambda, decay_every: int = 1):
         self.delta0, self.nu_delta, self.delta_tol = float(delta0), float(nu_delta), float(delta_tol)
         self.lambda0, self.nu_lambda = float(lambda0), float(nu_lambda)
+        if int(decay_every) < 1:
+            raise ValueError(f"Argument `decay_every` must be a positive integer, but received: {decay_every}")
+        self.decay_every = int(decay_every)
         # float64 so that 100+ multiplicative updates do not drift from the closed form.
         self.delta = tf.Variable(self.delta0, dtype=tf.float64, trainable=False, name="delta")
         self.lam = tf.Variable(self.lambda0, dtype=tf.float64, trainable=False, name="lambda")
+        self.since_decay = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_decay")
 
     def reset(self):
         self.delta.assign(self.delta0)
         self.lam.assign(self.lambda0)
+        self.since_decay.assign(0)
 
     def done(self) -> bool:
         """Line 3: the outer loop stops when delta <= delta_tol."""
         return float(self.delta.numpy()) <= self.delta_tol
 
     def decay(self):
-        """Line 12: delta <- nu_delta delta, lambda <- nu_lambda lambda."""
+        """Called after every outer iteration; line 12 (delta <- nu_delta delta, lambda <- nu_lambda
+        lambda) takes effect on every ``decay_every``-th call."""
+        self.since_decay.assign_add(1)
+        if int(self.since_decay.numpy()) < self.decay_every:
+            return
+        self.since_decay.assign(0)
         self.delta.assign(self.delta * self.nu_delta)
         self.lam.assign(self.lam * self.nu_lambda)
 
-    def outer_iterations_to_tol(self) -> int:
-        """Number of line-12 updates until delta <= delta_tol (106 for the paper's values)."""
+    def decays_to_tol(self) -> int:
+        """Number of line-12 updates until delta <= delta_tol (107 for the paper's values)."""
         return int(np.ceil(np.log(self.delta_tol / self.delta0) / np.log(self.nu_delta) - 1e-12))
+
+    def outer_iterations_to_tol(self) -> int:
+        """Outer iterations (batch pairs) until delta <= delta_tol: ``decays_to_tol() * decay_every``."""
+        return self.decays_to_tol() * self.decay_every
 
 
 def run_algorithm2_iteration(

@@ -151,7 +151,8 @@ class StairwiseConfig:
       enabled: if False train directly with ``max_phases`` phases.
       initial_phases: phases of the first stage (paper: 1).
       max_phases: T, the largest number of phases (paper: 11).
-      stage_max_iterations: budget of outer iterations per stage (paper: "100 epochs/iterations").
+      stage_max_iterations: budget of outer iterations per stage, or ``None`` for no such budget
+        (meta-learning: a stage ends when Algorithm 2's delta reaches delta_tol, see ``MetaConfig``).
       patience: stop a stage after this many evaluations without improving the best validation
         loss by more than ``min_delta`` (relative). Evaluations happen every ``eval_every`` outer
         iterations (on ``data.eval``, else on the EMA of the B_val loss); with ``eval_every=0`` the
@@ -163,7 +164,7 @@ class StairwiseConfig:
     enabled: bool = True
     initial_phases: int = 1
     max_phases: int = 11
-    stage_max_iterations: int = 100
+    stage_max_iterations: Optional[int] = 100
     patience: int = 3
     min_delta: float = 1e-3
 
@@ -175,7 +176,8 @@ class StairwiseConfig:
                 f"Argument `stairwise.initial_phases` must be <= max_phases={self.max_phases}, "
                 f"but received: {self.initial_phases}"
             )
-        check_positive_int(self.stage_max_iterations, "stairwise.stage_max_iterations")
+        if self.stage_max_iterations is not None:
+            check_positive_int(self.stage_max_iterations, "stairwise.stage_max_iterations")
         check_positive_int(self.patience, "stairwise.patience")
         check_in_range(self.min_delta, "stairwise.min_delta", 0.0)
         return self
@@ -199,6 +201,9 @@ class MetaConfig(TrainConfig):
       per_task_batch_train, per_task_batch_val: J_tr and J_val (documentation only; the data
         pipeline does the batching).
       max_outer_iterations: budget of batch pairs in addition to ``delta <= delta_tol``.
+      outer_iterations_per_epoch: batch pairs per epoch; line 12 (delta, lambda decay) runs once
+        per epoch, so a stage (line 3: delta <= delta_tol) lasts a fixed number of epochs (the
+        paper's constants: 107).
       stairwise: a :class:`StairwiseConfig` as a dict.
     """
 
@@ -213,6 +218,7 @@ class MetaConfig(TrainConfig):
     per_task_batch_train: int = 2
     per_task_batch_val: int = 2
     max_outer_iterations: Optional[int] = None
+    outer_iterations_per_epoch: int = 1
     stairwise: Dict[str, Any] = _stairwise_field()
 
     def validate(self):
@@ -229,6 +235,7 @@ class MetaConfig(TrainConfig):
         check_positive_int(self.per_task_batch_val, "per_task_batch_val")
         if self.max_outer_iterations is not None:
             check_positive_int(self.max_outer_iterations, "max_outer_iterations")
+        check_positive_int(self.outer_iterations_per_epoch, "outer_iterations_per_epoch")
         self.stairwise_config()
         return self
 
@@ -278,18 +285,26 @@ class AdaptConfig(TrainConfig):
     """Adaptation to an unseen task (Section 5.4): theta frozen, only the new omega is learned.
 
     Args:
-      initial_omega: initial value of the new task's omega (kappa = sigmoid(0) = 0.5).
+      initial_omega: initial value of the new task's omega (the apps pass the omega of the
+        nearest trained task, see ``loa_meta.sampling.nearest_task``).
+      task_spec: the new task's spec (e.g. ``"radial:0.15"``), recorded in the adapted model's
+        ``task_specs``; ``None`` = unknown.
       batch_size: documentation of the pipeline batch.
       epochs: documentation of the paper's budget (50 epochs on 100 images).
     """
 
     initial_omega: float = 0.0
+    task_spec: Optional[str] = None
     batch_size: int = 8
     epochs: int = 50
 
     def validate(self):
         super().validate()
         check_in_range(self.initial_omega, "initial_omega")
+        if self.task_spec is not None:
+            from loa_meta.sampling.task_spec import parse_task_spec
+
+            self.task_spec = str(parse_task_spec(self.task_spec))
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.epochs, "epochs")
         return self

@@ -250,6 +250,7 @@ class TrainingRun:
             objs["iterator_val"] = self.it_val
         if self.schedule is not None:
             objs["delta"], objs["lam"] = self.schedule.delta, self.schedule.lam
+            objs["since_decay"] = self.schedule.since_decay
         self.ckpt = tf.train.Checkpoint(**objs)
         self.manager = tf.train.CheckpointManager(
             self.ckpt, checkpointing.checkpoint_dir(self.workdir), max_to_keep=self.config.keep_checkpoints
@@ -406,7 +407,8 @@ class TrainingRun:
         if self.schedule is not None and self.schedule.done():
             return "delta_tol"
         if sw is not None and sw.enabled:
-            if int(self.state["stage_iter"].numpy()) >= sw.stage_max_iterations:
+            smi = sw.stage_max_iterations
+            if smi is not None and int(self.state["stage_iter"].numpy()) >= smi:
                 return "stage_max_iterations"
             if int(self.state["bad_evals"].numpy()) >= sw.patience:
                 return "plateau"

@@ -83,7 +83,8 @@ class MetaMode(_Mode):
 
     def make_schedule(self) -> Algorithm2Schedule:
         c = self.config
-        return Algorithm2Schedule(c.delta0, c.nu_delta, c.delta_tol, c.lambda0, c.nu_lambda)
+        return Algorithm2Schedule(c.delta0, c.nu_delta, c.delta_tol, c.lambda0, c.nu_lambda,
+                                  c.outer_iterations_per_epoch)
 
     @property
     def omega_learning_rate(self) -> float:
