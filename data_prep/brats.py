@@ -391,7 +391,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from experiments import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

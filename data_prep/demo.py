@@ -263,7 +263,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+
+    from experiments import cli
 
     flags.DEFINE_string("output_dir", None, "Destination of the BraTS-layout demo tree.")
     flags.DEFINE_integer("num_subjects", 12, "Simulated subjects (12 allow --num_train 8 --num_val 2 --num_test 2).")
@@ -271,4 +273,4 @@ if __name__ == "__main__":
     flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --output_dir.")
     flags.DEFINE_integer("workers", 2, "Parallel processes (output is independent of it).")
     flags.mark_flag_as_required("output_dir")
-    app.run(main)
+    cli.run(main)

@@ -22,7 +22,7 @@ import os
 
 from absl import app, flags, logging
 
-from experiments import common
+from experiments import cli, common
 
 FLAGS = flags.FLAGS
 
@@ -218,4 +218,4 @@ def _run(fn, kspace, mask, task_id, batch_size):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    cli.run(main)

@@ -30,9 +30,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import common, training_common as tc
+from experiments import cli, common, training_common as tc
 from experiments.presets import Preset, get_preset
 
 FLAGS = flags.FLAGS
@@ -64,10 +64,10 @@ def _execute(sub: str, stage: Callable[[str], dict]) -> Tuple[dict, float]:
 
 
 def _run_in_worker(sub: str, stage: Callable[[str], dict], verbosity: int) -> Tuple[dict, float]:
-    """Body of a worker process: :func:`_execute` after setting up logging and GPU memory growth."""
+    """Body of a worker process: :func:`_execute` after setting up logging (as the app's) and GPU memory growth."""
+    cli.init_worker(verbosity)
     import tensorflow as tf
 
-    logging.set_verbosity(verbosity)
     for gpu in tf.config.list_physical_devices("GPU"):  # several workers may share one GPU
         tf.config.experimental.set_memory_growth(gpu, True)
     return _execute(sub, stage)
@@ -418,4 +418,4 @@ def main(argv):
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["data_dir", "workdir"])
-    app.run(main)
+    cli.run(main)
