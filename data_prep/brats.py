@@ -365,7 +365,6 @@ def main(argv):
         )
         summary = prepare_brats(config)
     except (DataPrepError, ValueError) as e:
-        logging.error("%s", e)
         print(f"data_prep.brats: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(summary, indent=1, sort_keys=True))

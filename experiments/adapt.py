@@ -30,7 +30,7 @@ def _main():
     if FLAGS.num_images is not None and FLAGS.num_images < 1:
         raise common.usage_error("num_images", f"must be a positive integer, but received: {FLAGS.num_images}")
     preset = tc.preset_from_flags()
-    common.require_file("model", FLAGS.model)
+    common.check_model_file(FLAGS.model, flag="model")
     common.require_dir("data_dir", FLAGS.data_dir)
     workdir = common.prepare_workdir(FLAGS.workdir)
     common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
