@@ -149,6 +149,7 @@ def init_worker(verbosity: int) -> None:
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # absl logs "before flag parsing" warnings otherwise
+    os.environ["LOA_META_PROGRESS"] = "lines"  # workers share a terminal: log lines, no progress bars
     configure_logging(verbosity)
 
 
