@@ -1,19 +1,22 @@
 """Start-up of every command-line app: quiet TensorFlow, one log format, short usage errors.
 
-An app's entry module imports this module before anything that imports TensorFlow and calls
-:func:`run` instead of ``absl.app.run``::
+An app's entry module imports this module (importing it sets TensorFlow's C++ log level, so nothing
+imported before it may import TensorFlow; the apps import TensorFlow lazily) and calls :func:`run`
+instead of ``absl.app.run``::
 
-  from experiments import cli  # first: sets TensorFlow's C++ log level before TF is imported
+  from experiments import cli, common
   ...
   if __name__ == "__main__":
       cli.run(main)
 
 What a user sees:
 
-* no TensorFlow start-up banner and no ``cuInit`` error on a CPU-only machine (a normal case):
-  TensorFlow is imported, and its devices initialised, with the process's stderr captured, and the
-  captured lines that are not known start-up chatter are printed afterwards (so a real problem
-  still shows). ``--verbosity=1`` (or more) shows everything, TensorFlow's C++ INFO lines included;
+* no TensorFlow start-up banner and no ``cuInit`` error on a CPU-only machine (a normal case): the
+  first ``import tensorflow`` of the process, wherever it happens, and the initialisation of its
+  devices run with the process's stderr captured (an import hook); captured lines that are not
+  known start-up chatter are printed afterwards, so a real problem still shows. Usage errors found
+  before TensorFlow is needed cost no TensorFlow import at all. ``--verbosity=1`` (or more) shows
+  everything, TensorFlow's C++ INFO lines included (unless ``TF_CPP_MIN_LOG_LEVEL`` is set);
 * one log format: absl's (``I1130 12:00:00.000000 pid file.py:line] message``), in the app and in
   the worker processes it starts (:func:`init_worker`); TensorFlow's and Keras' own INFO messages
   (e.g. ``Sharding callback duration``) only with ``--verbosity=1``;

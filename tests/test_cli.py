@@ -107,3 +107,18 @@ def test_usage_error_is_first_names_the_flag_and_points_to_helpfull(module, args
     assert len(lines) == 2, proc.stderr  # no module docstring, no flag list, no traceback
     assert lines[0].startswith(f"{module}: error: {flag}: "), proc.stderr
     assert "--helpfull" in lines[1] and f"python -m {module} --helpshort" in lines[1]
+
+
+@pytest.mark.parametrize("module", ["experiments." + m for m in (
+    "adapt", "evaluate", "quickstart", "reconstruct", "reproduce", "train_conventional", "train_istanet",
+    "train_meta")] + ["data_prep.brats", "data_prep.demo"])
+def test_no_app_imports_tensorflow_when_its_module_is_imported(module):
+    # TensorFlow must first be imported after cli.run has configured logging (and the quiet import hook)
+    script = (f"import importlib, os, sys\nimportlib.import_module({module!r})\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
+              "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n")
+    proc = run(["-c", script])
+    assert proc.returncode == 0, proc.stderr
+    # experiments.* import cli at the top (TF's C++ level set at once); data_prep.* in their __main__ block
+    expected_level = "2" if module.startswith("experiments.") else "None"
+    assert proc.stdout.splitlines() == ["[]", expected_level]
