@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # the base image's TensorFlow already satisfies the tensorflow requirement and is kept.
 WORKDIR /opt/loa-meta
 COPY . .
-# DL3013 (pin versions): this installs the local package; its dependencies are bounded in setup.py
+# DL3013 (pin versions): this installs the local package; its dependencies are bounded in pyproject.toml
 # and TensorFlow is pinned by the base image tag.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[demo]"

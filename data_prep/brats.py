@@ -365,7 +365,6 @@ def main(argv):
         )
         summary = prepare_brats(config)
     except (DataPrepError, ValueError) as e:
-        logging.error("%s", e)
         print(f"data_prep.brats: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(summary, indent=1, sort_keys=True))
@@ -391,7 +390,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from experiments import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -28,7 +28,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from data_prep.nifti_io import DataPrepError, atomic_output_dir
+from data_prep.nifti_io import DataPrepError, atomic_output_dir, check_output_dir
 from loa_meta.validation import check_positive_int
 
 __all__ = ["BRATS_SHAPE", "BRATS_AFFINE", "TISSUES", "load_template", "simulate_subject", "build_demo_tree", "main"]
@@ -219,6 +219,7 @@ def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, over
     num_subjects = check_positive_int(num_subjects, "num_subjects")
     workers = check_positive_int(workers, "workers")
     t0 = time.perf_counter()
+    check_output_dir(output_dir, overwrite)  # before the template is loaded
     global _TEMPLATE
     _TEMPLATE = load_template()
     ids = [f"Demo_MNI_{i:03d}" for i in range(num_subjects)]
@@ -256,14 +257,15 @@ def main(argv):
         summary = build_demo_tree(f.output_dir, num_subjects=f.num_subjects, seed=f.seed,
                                   overwrite=f.overwrite, workers=f.workers)
     except (DataPrepError, ValueError) as e:
-        logging.error("%s", e)
         print(f"data_prep.demo: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+
+    from experiments import cli
 
     flags.DEFINE_string("output_dir", None, "Destination of the BraTS-layout demo tree.")
     flags.DEFINE_integer("num_subjects", 12, "Simulated subjects (12 allow --num_train 8 --num_val 2 --num_test 2).")
@@ -271,4 +273,4 @@ if __name__ == "__main__":
     flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --output_dir.")
     flags.DEFINE_integer("workers", 2, "Parallel processes (output is independent of it).")
     flags.mark_flag_as_required("output_dir")
-    app.run(main)
+    cli.run(main)

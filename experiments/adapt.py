@@ -14,9 +14,9 @@ task (also in ``<workdir>/COMPLETE.json``, with the start task and omega). Resum
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from experiments import common, training_common as tc
+from experiments import cli, common, training_common as tc
 
 FLAGS = flags.FLAGS
 
@@ -33,7 +33,7 @@ def _main():
     if FLAGS.num_images is not None and FLAGS.num_images < 1:
         raise common.usage_error("num_images", f"must be a positive integer, but received: {FLAGS.num_images}")
     preset = tc.preset_from_flags()
-    common.require_file("model", FLAGS.model)
+    common.check_model_file(FLAGS.model, flag="model")
     common.require_dir("data_dir", FLAGS.data_dir)
     workdir = common.prepare_workdir(FLAGS.workdir)
     common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
@@ -55,4 +55,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model", "data_dir", "workdir", "task"])
-    app.run(main)
+    cli.run(main)

@@ -49,6 +49,8 @@ def prepare_workdir(workdir: str, flag: str = "workdir") -> str:
 def require_file(flag: str, path: str) -> str:
     """Fail unless ``path`` names an existing file."""
     require(flag, path)
+    if os.path.isdir(path):
+        raise usage_error(flag, f"{path} is a directory, expected a file")
     if not os.path.isfile(path):
         raise usage_error(flag, f"file does not exist: {path}")
     return path
@@ -102,8 +104,9 @@ def parse_tasks(value, flag: str = "tasks") -> List:
         raise usage_error(flag, str(e)) from None
 
 
-def parse_int_list(value, flag: str, length: Optional[int] = None) -> Optional[List[int]]:
-    """Parse ``"0,1,2"`` (or a list) into ints, optionally of a given length; None/empty -> None."""
+def parse_int_list(value, flag: str, length: Optional[int] = None, what: str = "one per task") -> Optional[List[int]]:
+    """Parse ``"0,1,2"`` (or a list) into ints, optionally of a given ``length`` (``what`` says
+    what they are in the error, e.g. ``H,W``); None/empty -> None."""
     if value is None or value == "" or value == []:
         return None
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -112,7 +115,7 @@ def parse_int_list(value, flag: str, length: Optional[int] = None) -> Optional[L
     except ValueError:
         raise usage_error(flag, f"expected a comma list of integers, but received: {value!r}") from None
     if length is not None and len(out) != length:
-        raise usage_error(flag, f"expected {length} integers (one per task), but received {len(out)}: {value!r}")
+        raise usage_error(flag, f"expected {length} integers ({what}), but received {len(out)}: {value!r}")
     if any(v < 0 for v in out):
         raise usage_error(flag, f"integers must be >= 0, but received: {value!r}")
     return out
@@ -176,16 +179,29 @@ def check_model_files(specs: Sequence[ModelSpec], tasks: Sequence, flag: str = "
     for s in specs:
         for t in tasks if s.per_task else tasks[:1]:
             p = s.path_for(t)
+            what = f" (task {t})" if s.per_task else ""
+            if os.path.isdir(p):
+                raise usage_error(flag, f"model for method {s.method!r}{what} is a directory, expected a .keras file: {p}")
             if not os.path.isfile(p):
-                what = f" (task {t})" if s.per_task else ""
                 raise usage_error(flag, f"model file for method {s.method!r}{what} does not exist: {p}")
+
+
+def check_model_file(path: str, flag: str = "model") -> str:
+    """Fail unless ``path`` is an existing ``.keras`` file that is a zip archive (cheap: no TensorFlow)."""
+    import zipfile
+
+    require_file(flag, path)
+    if not path.endswith(".keras"):
+        raise usage_error(flag, f"expected a Keras v3 '.keras' model file, but received: {path}")
+    if not zipfile.is_zipfile(path):
+        raise usage_error(flag, f"{path} is not a valid .keras file (a .keras file is a zip archive; this one is "
+                                f"truncated, corrupt or of another format)")
+    return path
 
 
 def load_model(path: str, flag: str = "model"):
     """Load a ``.keras`` model with the loa_meta layers registered; clear error on failure."""
-    require_file(flag, path)
-    if not path.endswith(".keras"):
-        raise usage_error(flag, f"expected a Keras v3 '.keras' model file, but received: {path}")
+    check_model_file(path, flag)
     import keras
 
     _register_custom_objects()

@@ -23,7 +23,7 @@ import os
 
 from absl import app, flags, logging
 
-from experiments import common
+from experiments import cli, common
 
 FLAGS = flags.FLAGS
 
@@ -225,4 +225,4 @@ def _safe(name: str) -> str:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["data_dir", "tasks", "workdir"])
-    app.run(main)
+    cli.run(main)

@@ -28,9 +28,9 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import common, training_common as tc
+from experiments import cli, common, training_common as tc
 from experiments.presets import get_preset
 from experiments.reproduce import META, ZF, StageRunner, run_protocol
 
@@ -164,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -22,7 +22,7 @@ import os
 
 from absl import app, flags, logging
 
-from experiments import common
+from experiments import cli, common
 
 FLAGS = flags.FLAGS
 
@@ -48,7 +48,7 @@ _KSPACE = (".npz", ".mat")
 _IMAGE_OUT = (".npy", ".png")
 
 
-def _resolve_mask(shape):
+def _resolve_mask(shape, nifti: bool = False):
     """The centred float32 mask from --mask (task spec or file), or None if not given."""
     import numpy as np
 
@@ -57,13 +57,31 @@ def _resolve_mask(shape):
     value = FLAGS.mask
     if not value:
         return None
-    try:
-        if os.path.isfile(value):
+    if os.path.isfile(value):
+        try:
             return load_mask(value, shape=tuple(shape)).astype(np.float32)
+        except ValueError as e:
+            hint = ""
+            if "does not match the expected shape" in str(e):
+                hint = (f"; the images are {tuple(shape)}" + (" (pass --crop=H,W to crop the volume to the mask's "
+                                                               "shape)" if nifti and not FLAGS.crop else ""))
+            raise common.usage_error("mask", f"{e}{hint}") from None
+    try:
         return parse_task_spec(value).build_mask(tuple(shape), seed=FLAGS.mask_seed).astype(np.float32)
     except ValueError as e:
-        hint = "" if ":" in value else " (not an existing file either)"
+        hint = "" if ":" in value else " (and no such mask file exists)"
         raise common.usage_error("mask", f"{e}{hint}") from None
+
+
+def _check_task_id(model, path):
+    """--task_id must index one of the model's task weights omega_i."""
+    n = getattr(model, "num_tasks", None)
+    if n is None or not getattr(model, "use_task_weights", True):
+        return
+    n = int(n)
+    if FLAGS.task_id >= n:
+        raise common.usage_error("task_id", f"{FLAGS.task_id} is out of range: the model {path} has {n} task(s), "
+                                            f"ids 0..{n - 1}")
 
 
 def _task_id(model) -> int:
@@ -71,6 +89,8 @@ def _task_id(model) -> int:
     single-task model); a spec the model was not trained on is an error listing its tasks."""
     from loa_meta.sampling import model_task_ids
 
+    if model is not None and FLAGS.task_id is not None:
+        _check_task_id(model, FLAGS.model)
     if FLAGS.task_id is not None or model is None:
         return FLAGS.task_id or 0
     spec = FLAGS.mask if FLAGS.mask and not os.path.isfile(FLAGS.mask) else None
@@ -164,8 +184,8 @@ def main(argv):
     if not is_nifti and not out.lower().endswith(_IMAGE_OUT):
         raise common.usage_error("output", f"for k-space input expected .npy or .png, but received: {out}")
     if FLAGS.model:
-        common.require_file("model", FLAGS.model)
-    crop = common.parse_int_list(FLAGS.crop, "crop", length=2)
+        common.check_model_file(FLAGS.model, flag="model")
+    crop = common.parse_int_list(FLAGS.crop, "crop", length=2, what="H,W")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     info = {}
 
@@ -176,7 +196,7 @@ def main(argv):
             vs = load_volume_slices(path, crop=crop, num_slices=FLAGS.num_slices)
         except ValueError as e:
             raise common.usage_error("input", str(e)) from None
-        mask = _resolve_mask(vs.images.shape[1:])
+        mask = _resolve_mask(vs.images.shape[1:], nifti=True)
         if mask is None:
             raise common.usage_error("mask", "is required for NIfTI input (a task spec like radial:0.2 or a mask file)")
         fn, method, task_id = _recon_fn()
@@ -234,4 +254,4 @@ def _run(fn, kspace, mask, task_id, batch_size):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    cli.run(main)

@@ -11,9 +11,9 @@ Paper setting (``--preset=paper``): batch 25, 2000 epochs, 11 phases. Writes
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from experiments import common, training_common as tc
+from experiments import cli, common, training_common as tc
 
 FLAGS = flags.FLAGS
 
@@ -52,4 +52,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["data_dir", "workdir", "task"])
-    app.run(main)
+    cli.run(main)

@@ -11,9 +11,9 @@ count (4) and kernel size (3x3) as LOANet, and is trained with all phases at onc
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from experiments import train_conventional as _conv
+from experiments import cli, train_conventional as _conv
 
 _conv.MODEL_TYPE = "ista_net_plus"
 _conv.APP = "train_istanet"
@@ -21,4 +21,4 @@ main = _conv.main
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["data_dir", "workdir", "task"])
-    app.run(main)
+    cli.run(main)

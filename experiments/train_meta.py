@@ -12,9 +12,9 @@ The task masks are built once (``--mask_seed``) and saved to ``<workdir>/masks/<
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from experiments import common, training_common as tc
+from experiments import cli, common, training_common as tc
 
 FLAGS = flags.FLAGS
 
@@ -61,4 +61,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["data_dir", "workdir"])
-    app.run(main)
+    cli.run(main)

@@ -14,6 +14,20 @@ import tempfile
 from typing import Any, Iterator
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "", create_dirs: bool = True) -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -35,6 +49,8 @@ def atomic_path(path: str, suffix: str = "", create_dirs: bool = True) -> Iterat
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates 0600; the result gets the mode of an ordinary write (0666 minus the umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -72,7 +88,7 @@ def atomic_dir(path: str) -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         yield tmp
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700; as os.makedirs would
         if os.path.exists(path):
             trash = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
             os.replace(path, os.path.join(trash, "old"))

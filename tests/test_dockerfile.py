@@ -75,8 +75,8 @@ def test_runs_as_non_root_with_exec_form_entrypoint():
 def test_installs_the_repository_with_the_demo_extra():
     runs = " ".join(a for op, a in _instructions() if op == "RUN")
     assert re.search(r"pip install --no-cache-dir \"?\.\[demo\]\"?", runs), runs
-    setup = (ROOT / "setup.py").read_text()
-    assert re.search(r"[\"']demo[\"']\s*:", setup), "setup.py has no 'demo' extra"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^demo\s*=", pyproject, re.M), "pyproject.toml has no 'demo' extra"
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ".git" in ignore and "runs" in ignore and "data" in ignore
 
@@ -85,4 +85,4 @@ def test_default_command_module_exists():
     module = json.loads([a for op, a in _instructions() if op == "CMD"][0])[0]
     path = ROOT / (module.replace(".", "/") + ".py")
     assert path.is_file(), f"{path.relative_to(ROOT)} (the image's default command) does not exist"
-    assert "app.run(" in path.read_text(), f"{path} should be an absl app"
+    assert "cli.run(main)" in path.read_text(), f"{path} should be an absl app started by experiments.cli"

@@ -34,7 +34,7 @@ from loa_meta.fileio import atomic_path
 from loa_meta.training.config import TrainConfig
 from loa_meta.training.losses import per_sample_loss
 from loa_meta.training.modes import AdaptMode, MetaMode, SupervisedMode  # noqa: F401 (public re-export)
-from loa_meta.training.progress import ProgressLogger
+from loa_meta.training.progress import ProgressLogger, remaining_work
 from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
 
 _ZERO = tf.UnconnectedGradients.ZERO
@@ -310,22 +310,19 @@ class TrainingRun:
             extra = "| delta %.3g lambda %.3g | %s" % (rec["delta"], rec["lambda"], self._outer_eta())
         if getattr(self, "_branch_line", ""):
             extra = (extra + " | " if extra else "| ") + self._branch_line
-        self.progress.update(step, self._images_per_step, monitor, int(self.state["stage"].numpy()),
-                             _num_phases(self.model), extra)
+        outer, p = int(self.state["outer"].numpy()), _num_phases(self.model)
+        self.progress.update(step, self._images_per_step, monitor, int(self.state["stage"].numpy()), p, extra,
+                             outer=outer, plan=remaining_work(self.stairwise, self.schedule, self.config, p,
+                                                              int(self.state["stage_iter"].numpy()), outer))
 
     def _outer_eta(self) -> str:
-        """Algorithm 2 progress of this stage: outer iteration i of N (until delta <= delta_tol) and its ETA."""
+        """Algorithm 2 progress of this stage: outer iteration i of N (until delta <= delta_tol)."""
         n_total = self.schedule.outer_iterations_to_tol()
         mo = self.mode.max_outer_iterations
         done = int(self.state["stage_iter"].numpy())
         if mo is not None:
             n_total = min(n_total, max(mo - int(self.state["outer"].numpy()) + done, done))
-        done_here = int(self.state["outer"].numpy()) - self._outer0
-        if done_here <= 0:
-            return "outer %d/%d" % (done + 1, n_total)
-        per = (self.progress.clock() - self.progress._t0) / done_here
-        eta = max(n_total - done, 0) * per
-        return "outer %d/%d ETA(stage) %dm%02ds" % (done + 1, n_total, eta // 60, eta % 60)
+        return "outer %d/%d" % (done + 1, n_total)
 
     def _batch_summaries(self, step: int):
         """Per-task PSNR/SSIM on the current B_val (B_tr without one) and eps_t per phase (LOANet)."""
@@ -485,8 +482,7 @@ class TrainingRun:
             self.state["num_tasks"].assign(_num_tasks(model))
             self._setup_stage(model)
             self.save()
-        self.progress.start(int(self.state["step"].numpy()))
-        self._outer0 = int(self.state["outer"].numpy())
+        self.progress.start(int(self.state["step"].numpy()), int(self.state["outer"].numpy()))
         self._last_batch_tr = self._last_batch_val = None
         self._images_per_step = 0
         while not int(self.state["finished"].numpy()):
