@@ -19,6 +19,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["loa_meta", "loa_meta.*", "experiments", "experiments.*", "data_prep", "data_prep.*"]),
+    # Pretrained models and their cards (loa_meta.pretrained).
+    package_data={"loa_meta.pretrained": ["*.keras", "*.json", "*.md"]},
     install_requires=[
         "tensorflow>=2.16",
         "numpy>=1.23",

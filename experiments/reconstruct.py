@@ -29,7 +29,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "k-space file (.npz/.mat) or fully sampled NIfTI volume (.nii/.nii.gz).")
 flags.DEFINE_string("mask", None, "Task spec (e.g. radial:0.2) or mask file; required for NIfTI input.")
 flags.DEFINE_integer("mask_seed", 0, "Seed of a mask built from a task spec (use the training seed).")
-flags.DEFINE_string("model", None, "Trained .keras model; if omitted, the zero-filled (or TV) image is written.")
+flags.DEFINE_string("model", None, "Trained .keras model, or pretrained:NAME (a model shipped with the package, "
+                    "loa_meta.pretrained); if omitted, the zero-filled (or TV) image is written.")
 flags.DEFINE_integer("task_id", 0, "Task id (index of omega_i) passed to the model.", lower_bound=0)
 flags.DEFINE_float("tv_lambda", None, "Without --model: TV baseline with this weight instead of zero filling.")
 flags.DEFINE_integer("tv_iters", 100, "TV iterations.", lower_bound=1)
@@ -148,7 +149,7 @@ def main(argv):
     if not is_nifti and not out.lower().endswith(_IMAGE_OUT):
         raise common.usage_error("output", f"for k-space input expected .npy or .png, but received: {out}")
     if FLAGS.model:
-        common.require_file("model", FLAGS.model)
+        common.require_file("model", common.resolve_model_path("model", FLAGS.model))
     crop = common.parse_int_list(FLAGS.crop, "crop", length=2)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     info = {}
