@@ -1,5 +1,7 @@
 """Options beyond the paper (issue 11): the TV start of g, the eps_0 floor, gradient clipping, wider g."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -122,3 +124,16 @@ def test_preset_fields_reach_the_model_and_the_training_config():
     from experiments.training_common import _common_cfg
 
     assert _common_cfg(wide, 0, 10)["global_clipnorm"] == 1.0
+
+
+def test_option_flags_are_validated_in_the_apps(tmp_path):
+    from tests.test_experiments_train import run_app
+
+    for args, flag in ((["--filters=0"], "--filters"), (["--eps0_floor=-1"], "--eps0_floor"),
+                       (["--global_clipnorm=0"], "--global_clipnorm"), (["--regularizer_init=sobel"], "regularizer_init")):
+        proc = run_app("experiments.train_meta", f"--data_dir={tmp_path}", f"--workdir={tmp_path}/w",
+                       "--tasks=radial:0.2", *args)
+        assert proc.returncode != 0 and flag in proc.stderr, (args, proc.stderr[-2000:])
+    proc = run_app("experiments.reproduce", f"--data_dir={tmp_path}", f"--workdir={tmp_path}/r", "--filters=-4")
+    assert proc.returncode != 0 and "--filters" in proc.stderr
+    assert not os.path.exists(tmp_path / "w") and not os.path.exists(tmp_path / "r")
