@@ -33,7 +33,7 @@ from absl import app, flags, logging
 
 from experiments import common, training_common as tc
 from experiments.presets import get_preset
-from experiments.reproduce import META, ZF, StageRunner, run_protocol
+from experiments.reproduce import StageRunner, run_protocol
 
 FLAGS = flags.FLAGS
 
@@ -107,7 +107,7 @@ def verdict(summary: dict, margin_db: float = 0.0):
                      + ("" if zf is None else f"; meta-learning - zero-filled = {zf:+.2f} dB"))
     conv_ok = conv is not None and conv > 0
     ok = ok and conv_ok
-    lines.append(f"  mean meta-learning - conventional = " + ("n/a" if conv is None else f"{conv:+.2f} dB")
+    lines.append("  mean meta-learning - conventional = " + ("n/a" if conv is None else f"{conv:+.2f} dB")
                  + f" over the seen ratios ({'ok' if conv_ok else 'NOT above 0'}; paper: +1.54 dB)")
     mean_tv = cl.get("meta_minus_tv_seen_db")
     if mean_tv is not None:
