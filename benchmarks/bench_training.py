@@ -95,7 +95,7 @@ def main(argv):
     rng = np.random.default_rng(SEED.value)
     bt, bv = _batch(c, rng), _batch(c, rng)
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
-    theta, omega = model.theta_variables, model.omega_variables
+    theta = model.theta_variables
     cfg = MetaConfig()
     opt = tf.keras.optimizers.Adam(cfg.learning_rate)
     opt.build(theta)

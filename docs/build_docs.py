@@ -30,6 +30,8 @@ out = ["# Fidelity record: paper item -> code -> test", "",
        "* The line search of lines 8-13 is bounded (`max_backtracks`); when exhausted the sample keeps x_t,",
        "  which preserves the descent property.",
        "* Step sizes alpha, tau and eps_0 are used through |.| to stay positive.",
+       "* Options beyond the paper, off in every preset unless stated: a floor on eps_0 (`eps0_floor`), a TV",
+       "  start of g (`regularizer_init='tv'`), Adam gradient clipping (`global_clipnorm`), a wider g (`filters`).",
        "* Scaled-down presets (`cpu`, `quickstart`, `tiny`) change hyperparameters to fit 2 CPU cores; see the",
        "  experiments section. The `paper` preset keeps Section 5.2's values.", ""]
 for name, title in parts:

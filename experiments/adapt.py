@@ -21,7 +21,8 @@ from experiments import cli, common, training_common as tc
 FLAGS = flags.FLAGS
 
 tc.define_common_flags()
-flags.DEFINE_string("model", None, "Meta-learning model (.keras) written by experiments.train_meta.")
+flags.DEFINE_string("model", None, "Meta-learning model (.keras) written by experiments.train_meta, or "
+                    "pretrained:NAME for a model shipped with the package (loa_meta.pretrained).")
 flags.DEFINE_string("task", None, "The unseen task spec, e.g. radial:0.15 or cartesian:0.2.")
 flags.DEFINE_integer("num_images", None, "Training slices used for adaptation (paper 100; default from --preset).")
 
@@ -33,12 +34,12 @@ def _main():
     if FLAGS.num_images is not None and FLAGS.num_images < 1:
         raise common.usage_error("num_images", f"must be a positive integer, but received: {FLAGS.num_images}")
     preset = tc.preset_from_flags()
-    common.check_model_file(FLAGS.model, flag="model")
+    model_path = common.check_model_file(FLAGS.model, flag="model")
     common.require_dir("data_dir", FLAGS.data_dir)
     workdir = common.prepare_workdir(FLAGS.workdir)
     common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
                              name="flags.json")
-    info = tc.run_adapt(FLAGS.model, FLAGS.data_dir, tasks[0], workdir, preset, seed=FLAGS.seed,
+    info = tc.run_adapt(model_path, FLAGS.data_dir, tasks[0], workdir, preset, seed=FLAGS.seed,
                         mask_seed=FLAGS.mask_seed, mask_dir=FLAGS.mask_dir, num_images=FLAGS.num_images,
                         epochs=FLAGS.epochs, max_steps=FLAGS.max_steps)
     print(f"adapted model: {info['model']}\ntask id: {info['task_id']}\n"

@@ -169,6 +169,7 @@ def parse_model_specs(value, flag: str = "models") -> List[ModelSpec]:
             raise usage_error(flag, f"path {path!r} uses unknown placeholder(s) {bad}; only {{task}} is allowed")
         if method in seen:
             raise usage_error(flag, f"method {method!r} is listed twice")
+        path = resolve_model_path(flag, path)
         seen.add(method)
         specs.append(ModelSpec(method, path))
     return specs
@@ -186,10 +187,22 @@ def check_model_files(specs: Sequence[ModelSpec], tasks: Sequence, flag: str = "
                 raise usage_error(flag, f"model file for method {s.method!r}{what} does not exist: {p}")
 
 
+def resolve_model_path(flag: str, value: str) -> str:
+    """``pretrained:NAME`` -> the shipped model's file (loa_meta.pretrained); other values unchanged."""
+    from loa_meta import pretrained
+
+    try:
+        return pretrained.resolve(value)
+    except ValueError as e:
+        raise usage_error(flag, str(e)) from None
+
+
 def check_model_file(path: str, flag: str = "model") -> str:
-    """Fail unless ``path`` is an existing ``.keras`` file that is a zip archive (cheap: no TensorFlow)."""
+    """Resolve ``pretrained:NAME`` (see :func:`resolve_model_path`), then fail unless the result is an existing
+    ``.keras`` file that is a zip archive (cheap: no TensorFlow). Returns the resolved path."""
     import zipfile
 
+    path = resolve_model_path(flag, path)
     require_file(flag, path)
     if not path.endswith(".keras"):
         raise usage_error(flag, f"expected a Keras v3 '.keras' model file, but received: {path}")
@@ -200,8 +213,8 @@ def check_model_file(path: str, flag: str = "model") -> str:
 
 
 def load_model(path: str, flag: str = "model"):
-    """Load a ``.keras`` model with the loa_meta layers registered; clear error on failure."""
-    check_model_file(path, flag)
+    """Load a ``.keras`` model (or ``pretrained:NAME``) with the loa_meta layers registered; clear error on failure."""
+    path = check_model_file(path, flag)
     import keras
 
     _register_custom_objects()

@@ -7,7 +7,9 @@ Example (meta-learning model shared by all tasks, one conventional model per tas
     --tasks=radial:0.1,radial:0.2,radial:0.3,radial:0.4 \
     --mask_dir=runs/meta/masks \
     --models='meta=runs/meta/model.keras,conventional=runs/conv_{task}/model.keras' \
-    --workdir=runs/eval_t1 --classical
+    --workdir=runs/eval_t1
+
+The TV row (lambda chosen per task on the val split) is on by default; ``--noclassical`` drops it.
 
 Outputs in --workdir: ``table.md``/``table.csv`` (mean ± std per task and method), ``per_slice.csv``,
 ``figure.png`` (comparison grid), ``convergence_<method>.png`` (Fig. 6, LOANet models),
@@ -34,18 +36,21 @@ flags.DEFINE_string("mask_dir", None, "Directory with the masks used in training
                     "(e.g. radial_0.10.npy); tasks without a file use spec.build_mask(shape, --mask_seed).")
 flags.DEFINE_integer("mask_seed", 0, "Seed of masks built from task specs (must equal the training seed).")
 flags.DEFINE_list("models", [], "Comma list METHOD=PATH of .keras models; '{task}' in PATH is replaced by each "
-                  "task's name (one model per task, e.g. conventional=runs/conv_{task}/model.keras).")
+                  "task's name (one model per task, e.g. conventional=runs/conv_{task}/model.keras); PATH may be "
+                  "pretrained:NAME (a model shipped with the package, loa_meta.pretrained).")
 flags.DEFINE_list("task_ids", None, "Task ids fed to shared (non-{task}) models, one per task; default: each "
                   "task's id among the task specs the model was trained on (an unknown spec is an error).")
 flags.DEFINE_string("workdir", None, "Output directory for tables, figures and config.json.")
 flags.DEFINE_integer("batch_size", 8, "Slices per model call.", lower_bound=1)
 flags.DEFINE_integer("max_slices", 0, "If > 0, evaluate only the first N slices (smoke tests).", lower_bound=0)
 flags.DEFINE_boolean("zero_filled", True, "Add the zero-filled reference row A^H y.")
-flags.DEFINE_boolean("classical", False, "Add TV compressed-sensing rows (100 Chambolle-Pock iterations).")
+flags.DEFINE_boolean("classical", True, "Add the TV compressed-sensing rows (--tv_iters Chambolle-Pock iterations, "
+                     "lambda chosen per task on the 'val' split); --noclassical drops them.")
 flags.DEFINE_float("tv_lambda", None, "TV weight; default: tuned per task on the 'val' split over --tv_lambda_grid.")
-flags.DEFINE_list("tv_lambda_grid", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2"], "Candidate TV weights.")
-flags.DEFINE_integer("tv_iters", 100, "TV iterations.", lower_bound=1)
-flags.DEFINE_integer("tv_tune_slices", 16, "Validation slices used to tune the TV weight.", lower_bound=1)
+flags.DEFINE_list("tv_lambda_grid", ["1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2"],
+                  "Candidate TV weights (loa_meta.evaluation.classical.TV_LAMBDA_GRID).")
+flags.DEFINE_integer("tv_iters", 200, "TV iterations (classical.TV_ITERS).", lower_bound=1)
+flags.DEFINE_integer("tv_tune_slices", 20, "Validation slices used to tune the TV weight.", lower_bound=1)
 flags.DEFINE_boolean("sigpy", False, "Also add SigPy TV rows (needs the optional SigPy package).")
 flags.DEFINE_float("noise_sigma", None, "Optional k-space noise std per component (Eq. 1).", lower_bound=0.0)
 flags.DEFINE_integer("noise_seed", 0, "Seed of the k-space noise.")
@@ -167,7 +172,9 @@ def main(argv):
 
     # Tables (Markdown + CSV), per-slice CSV.
     strip = {m: {t: {k: v for k, v in r.items() if k != "examples"} for t, r in pt.items()} for m, pt in results.items()}
-    outputs = write_tables(strip, os.path.join(workdir, "table"), title=FLAGS.title, task_order=names)
+    baselines = [m for m in ("Zero-filled", "TV", "TV (SigPy)") if m in results]  # reference rows first
+    outputs = write_tables(strip, os.path.join(workdir, "table"), title=FLAGS.title, task_order=names,
+                           method_order=baselines + [m for m in results if m not in baselines])
     outputs["per_slice"] = atomic_write_text(os.path.join(workdir, "per_slice.csv"), _per_slice_csv(results))
 
     # Figs. 1-5: comparison grid for one slice.

@@ -59,7 +59,13 @@ class Preset:
       conv_kappa: the fixed kappa of conventional learning (no omega; the paper's is 1). The
         scaled-down presets use sigmoid(initial_omega), so conventional and meta-learning start
         from the same network and differ only in how they are trained.
-      filters: kernels per convolution in g (paper: 4).
+      filters: kernels per convolution in g (paper: 4; 16 or 32 is a wider regulariser, beyond the
+        paper, docs/benchmarks_quality.md).
+      eps0_floor: lower bound of eps_0 (LOANet ``eps0_floor``; paper: none = 0). Beyond the paper:
+        without it training drives the learned eps_0 to 0 (docs/benchmarks_quality.md).
+      regularizer_init, tv_scale: start of g (LOANet ``regularizer_init``): ``"random"`` (paper,
+        Xavier) or ``"tv"`` (beyond the paper: r_eps starts as a smoothed TV of scale tv_scale).
+      global_clipnorm: Adam global gradient-norm clipping (paper: none).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 (rho_omega; not stated).
       adapt_learning_rate: Adam learning rate of the new omega in adaptation (not stated; paper
@@ -109,6 +115,10 @@ class Preset:
     initial_omega: float = 0.0
     conv_kappa: float = 1.0
     filters: int = 4
+    eps0_floor: float = 0.0
+    regularizer_init: str = "random"
+    tv_scale: float = 1.0
+    global_clipnorm: Optional[float] = None
     learning_rate: float = 1e-3
     omega_learning_rate: float = 1e-3
     per_task_batch: int = 2
@@ -170,7 +180,8 @@ class Preset:
         """Keyword arguments of ``LOANet`` (besides ``num_phases``)."""
         return {"alpha0": self.alpha0, "tau0": self.tau0, "eps0": self.eps0, "a": self.a,
                 "max_backtracks": self.max_backtracks, "initial_omega": self.initial_omega,
-                "filters": self.filters}
+                "filters": self.filters, "eps0_floor": self.eps0_floor, "regularizer_init": self.regularizer_init,
+                "tv_scale": self.tv_scale}
 
     def conventional_kwargs(self) -> Dict[str, Any]:
         """``LOANet`` kwargs of conventional learning: no omega, kappa fixed to ``conv_kappa``."""

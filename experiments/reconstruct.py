@@ -29,7 +29,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "k-space file (.npz/.mat) or fully sampled NIfTI volume (.nii/.nii.gz).")
 flags.DEFINE_string("mask", None, "Task spec (e.g. radial:0.2) or mask file; required for NIfTI input.")
 flags.DEFINE_integer("mask_seed", 0, "Seed of a mask built from a task spec (use the training seed).")
-flags.DEFINE_string("model", None, "Trained .keras model; if omitted, the zero-filled (or TV) image is written.")
+flags.DEFINE_string("model", None, "Trained .keras model, or pretrained:NAME (a model shipped with the package, "
+                    "loa_meta.pretrained); if omitted, the zero-filled (or TV) image is written.")
 flags.DEFINE_integer("task_id", None, "Task id (index of omega_i) passed to the model; default: the id of "
                      "--mask's task spec among the model's tasks (0 for a single-task model).", lower_bound=0)
 flags.DEFINE_float("tv_lambda", None, "Without --model: TV baseline with this weight instead of zero filling.")

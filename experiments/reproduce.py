@@ -37,8 +37,9 @@ from experiments.presets import Preset, get_preset
 
 FLAGS = flags.FLAGS
 
-ZF, META, META_R, CONV, CONV_R, ISTA = ("Zero-filled", "Meta-learning", "Meta-learning*", "Conventional",
-                                       "Conventional*", "ISTA-Net+")
+ZF, META, META_R, CONV, CONV_R, ISTA, TV = ("Zero-filled", "Meta-learning", "Meta-learning*", "Conventional",
+                                           "Conventional*", "ISTA-Net+", "TV")
+TV_TUNE_SLICES = 20  # val slices on which the TV weight of each task is chosen
 
 
 class Stage:
@@ -203,6 +204,9 @@ def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], 
     out["meta_minus_conventional_seen_per_task_db"] = per_task_diff(t1, META, CONV, seen)
     out["meta_minus_zero_filled_seen_per_task_db"] = per_task_diff(t1, META, ZF, seen)
     out["meta_above_zero_filled_seen_slice_fraction"] = slice_wins(t1, META, ZF, seen)
+    out["meta_minus_tv_seen_per_task_db"] = per_task_diff(t1, META, TV, seen)
+    out["meta_minus_tv_seen_db"] = diff(t1, META, TV, seen)
+    out["conventional_minus_tv_seen_per_task_db"] = per_task_diff(t1, CONV, TV, seen)
     out["conventional_minus_ista_seen_db"] = diff(t1, CONV, ISTA, seen)  # paper: > 0 at every ratio
     out["conventional_minus_ista_per_task_db"] = per_task_diff(t1, CONV, ISTA, seen)
     out["meta_reduced_minus_conventional_reduced_db"] = diff(t1, META_R, CONV_R, seen)
@@ -217,6 +221,7 @@ def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], 
         out[f"meta_minus_conventional_{key}_db"] = diff(res, META, CONV, tasks)
         out[f"meta_minus_conventional_{key}_per_task_db"] = per_task_diff(res, META, CONV, tasks)
         out[f"meta_minus_zero_filled_{key}_per_task_db"] = per_task_diff(res, META, ZF, tasks)
+        out[f"meta_minus_tv_{key}_per_task_db"] = per_task_diff(res, META, TV, tasks)
     return out
 
 
@@ -230,7 +235,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
     keeps about one core busy, so on a 2-core machine ``workers=2`` nearly halves the wall time
     of the training stages (docs/benchmarks_quality.md).
     """
-    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
+    from loa_meta.evaluation.evaluate import evaluate_model, evaluate_tv, model_reconstruct_fn, zero_filled_fn
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
     from loa_meta.sampling import model_task_ids
 
@@ -274,8 +279,11 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
         outputs: Dict[str, str] = {}
         names = [t.name for t in seen]
         zf = evaluate_model(zero_filled_fn, test, masks, batch_size=batch, keep=keep)
+        # TV baseline: lambda chosen per task on the val split (never on test).
+        val = tc.load_images(data_dir, "val", TV_TUNE_SLICES)
+        tv, tv_lambdas = evaluate_tv(test, masks, val, batch_size=batch, keep=keep)
         # Tables 1 / 2: seen radial ratios.
-        res = {ZF: {n: zf[n] for n in names}}
+        res = {ZF: {n: zf[n] for n in names}, TV: {n: tv[n] for n in names}}
         if ista:
             res[ISTA] = _per_task_results(test, masks, {n: os.path.join(workdir, "ista", n, tc.MODEL_FILE)
                                                         for n in names}, batch, keep)
@@ -298,7 +306,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
             if not tasks:
                 continue
             tn = [t.name for t in tasks]
-            r = {ZF: {n: zf[n] for n in tn}}
+            r = {ZF: {n: zf[n] for n in tn}, TV: {n: tv[n] for n in tn}}
             if conventional_unseen:
                 r[CONV] = _per_task_results(test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE)
                                                           for n in tn}, batch, keep)
@@ -307,7 +315,8 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
             tables[key] = r
         captions = {"seen": "Tables 1-2: seen radial ratios", "unseen": "Tables 3-4: unseen radial ratios (adapted)",
                     "cartesian": "Table 5: random Cartesian masks (adapted)"}
-        orders = {"seen": [ZF, ISTA, CONV_R, CONV, META_R, META], "unseen": [ZF, CONV, META], "cartesian": [ZF, CONV, META]}
+        orders = {"seen": [ZF, TV, ISTA, CONV_R, CONV, META_R, META], "unseen": [ZF, TV, CONV, META],
+                  "cartesian": [ZF, TV, CONV, META]}
         md = [f"# Reproduction ({preset.name} preset){' - ' + title if title else ''}", ""]
         for key, res_k in tables.items():
             order = [m for m in orders[key] if m in res_k]
@@ -340,6 +349,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
                 outputs["figure_convergence"] = convergence_figure(os.path.join(d, "convergence.png"), phi, ps,
                                                                    title="Fig. 6: meta-learning")["path"]
         cl = claims(tables, names, [t.name for t in unseen], [t.name for t in cart])
+        cl["tv_lambda"] = tv_lambdas
         cl["convergence"] = conv_curves
         if conv_curves:
             cl["phi_decreasing_over_phases"] = {n: bool(np.all(np.diff(c["phi"]) <= 1e-6 * max(1.0, abs(c["phi"][0]))))
@@ -374,6 +384,7 @@ def define_flags():
     flags.DEFINE_string("title", "", "Caption added to the summary (e.g. 'T1, demo data').")
     flags.DEFINE_integer("workers", 1, "Training stages run at once, each in its own process (results do not "
                          "depend on it; 2 nearly halves the wall time of the cpu preset on 2 CPU cores).")
+    tc.define_model_option_flags()
 
 
 def _task_flag(name):
@@ -390,6 +401,7 @@ def _main():
         preset = get_preset(FLAGS.preset)
     except ValueError as e:
         raise common.usage_error("preset", str(e)) from None
+    preset = preset.override(**tc.model_option_overrides())
     seen = _task_flag("tasks")
     if seen is not None and not seen:
         raise common.usage_error("tasks", "at least one seen task is required")
@@ -409,7 +421,7 @@ def _main():
 
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "tasks", "unseen_tasks", "cartesian_tasks", "reduced",
-        "ista", "figures", "title", "workers")
+        "ista", "figures", "title", "workers", "filters", "eps0_floor", "regularizer_init", "global_clipnorm")
 
 
 def main(argv):

@@ -51,6 +51,30 @@ def define_common_flags(data: bool = True) -> None:
     flags.DEFINE_integer("max_train", None, "Override: use only the first N training slices (0 = all).")
     flags.DEFINE_float("data_fraction", 1.0, "Use this fraction of the (train, val) slices, e.g. 0.6667 for "
                        "the paper's reduced-data runs.")
+    define_model_option_flags()
+
+
+def define_model_option_flags() -> None:
+    """Override flags of the regulariser and optimizer options beyond the paper (docs/training.md)."""
+    flags.DEFINE_integer("filters", None, "Override: kernels per convolution of g (paper 4; 16 or 32 = a wider "
+                         "regulariser, beyond the paper).")
+    flags.DEFINE_float("eps0_floor", None, "Override: lower bound of the learned eps_0 (paper: none = 0).")
+    flags.DEFINE_enum("regularizer_init", None, ["random", "tv"], "Override: start of g: random (paper, Xavier) "
+                      "or tv (beyond the paper: r_eps starts as a smoothed total variation).")
+    flags.DEFINE_float("global_clipnorm", None, "Override: Adam global gradient-norm clipping (paper: none).")
+
+
+def model_option_overrides() -> Dict[str, object]:
+    """The preset fields set by :func:`define_model_option_flags` (None = not given), validated."""
+    f = flags.FLAGS
+    if f.filters is not None and f.filters < 1:
+        raise common.usage_error("filters", f"must be a positive integer, but received: {f.filters}")
+    if f.eps0_floor is not None and not (f.eps0_floor >= 0 and math.isfinite(f.eps0_floor)):
+        raise common.usage_error("eps0_floor", f"must be a number >= 0, but received: {f.eps0_floor}")
+    if f.global_clipnorm is not None and not (f.global_clipnorm > 0 and math.isfinite(f.global_clipnorm)):
+        raise common.usage_error("global_clipnorm", f"must be a positive number, but received: {f.global_clipnorm}")
+    return dict(filters=f.filters, eps0_floor=f.eps0_floor, regularizer_init=f.regularizer_init,
+                global_clipnorm=f.global_clipnorm)
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")
@@ -77,7 +101,7 @@ def preset_from_flags(extra: Optional[Dict[str, object]] = None) -> Preset:
     if not (0.0 < f.data_fraction <= 1.0):
         raise common.usage_error("data_fraction", f"must be in (0, 1], but received: {f.data_fraction}")
     over = dict(num_phases=f.num_phases, stairwise=f.stairwise, alpha0=f.alpha0, learning_rate=f.learning_rate,
-                max_train=f.max_train)
+                max_train=f.max_train, **model_option_overrides())
     over.update(extra or {})
     preset = preset.override(**over)
     if preset.initial_phases > preset.num_phases:
@@ -237,6 +261,7 @@ def _stair(preset: Preset, stage_iters: Optional[int]) -> dict:
 def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_rate: Optional[float] = None) -> dict:
     lr = preset.learning_rate if learning_rate is None else learning_rate
     return dict(learning_rate=lr, seed=seed, max_steps=max_steps, eval_every=preset.eval_every,
+                global_clipnorm=preset.global_clipnorm,
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
                 compile_steps=preset.compile_steps)

@@ -94,3 +94,25 @@ def test_loanet_sigma_omega_and_convergence(rng):
     assert np.all(np.isfinite(curves["phi"])) and np.all(np.isfinite(curves["psnr"]))
     # the last point of the PSNR curve is the model's output PSNR computed by evaluate_model
     assert curves["psnr"][-1] == pytest.approx(res["radial:0.4"]["psnr"].mean(), rel=1e-4)
+
+
+def test_evaluate_tv_chooses_lambda_on_val_only(rng):
+    from loa_meta.evaluation import classical
+
+    val = _images(rng, n=4)
+    test = _images(rng, n=3)
+    masks = {"radial:0.3": make_mask("radial", val.shape[1:], 0.3, seed=1)}
+    grid = (1e-4, 1e-2, 1.0)
+    res, lams = ev.evaluate_tv(test, masks, val, grid=grid, num_iters=15, batch_size=2)
+    best, scores = classical.tune_lambda(val, masks["radial:0.3"], grid, 15)
+    assert lams == {"radial:0.3": best} and scores[best] == max(scores.values())
+    # the rows are exactly TV with that lambda on the test images
+    ref = ev.evaluate_model(classical.tv_reconstruct_fn(best, 15), test, masks, batch_size=2)
+    np.testing.assert_allclose(res["radial:0.3"]["psnr"], ref["radial:0.3"]["psnr"], rtol=1e-6)
+    # the test images do not influence the choice: a different test set gives the same lambda
+    _, lams2 = ev.evaluate_tv(test[::-1] * 0.5, masks, val, grid=grid, num_iters=15, batch_size=2)
+    assert lams2 == lams
+    # a huge lambda flattens the image: it must lose on val against the small ones
+    assert scores[1.0] < max(scores[1e-4], scores[1e-2])
+    with pytest.raises(ValueError, match="val_images"):
+        ev.evaluate_tv(test, masks, val[0], grid=grid, num_iters=15)

@@ -88,7 +88,7 @@ def test_evaluate_end_to_end(tmp_path, rng):
     assert not [f for f in files if f.startswith(".")]  # no temporary files left
     rows = list(csv.DictReader(open(os.path.join(workdir, "table.csv"))))
     assert [(r["task"], r["method"]) for r in rows] == [
-        (t, m) for t in ("radial_0.20", "radial_0.40") for m in ("Zero-filled", "meta", "conventional", "TV")]
+        (t, m) for t in ("radial_0.20", "radial_0.40") for m in ("Zero-filled", "TV", "meta", "conventional")]
     by = {(r["task"], r["method"]): r for r in rows}
     # sigma(omega_i) of the meta model, none for the others
     assert float(by[("radial_0.20", "meta")]["sigma_omega"]) == pytest.approx(1 / (1 + np.exp(-1.5)), rel=1e-5)

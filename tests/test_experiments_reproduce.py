@@ -20,13 +20,14 @@ def _fake(psnr_by_task):
 
 
 def test_claims_are_psnr_differences_of_the_table_entries():
-    from experiments.reproduce import CONV, ISTA, META, ZF, claims
+    from experiments.reproduce import CONV, ISTA, META, TV, ZF, claims
 
     seen = ["radial_0.10", "radial_0.20"]
     res = {ZF: _fake({"radial_0.10": [20, 22], "radial_0.20": [25, 25]}),
            CONV: _fake({"radial_0.10": [23, 23], "radial_0.20": [27, 29]}),
            ISTA: _fake({"radial_0.10": [22, 22], "radial_0.20": [28, 28]}),
-           META: _fake({"radial_0.10": [24, 26], "radial_0.20": [29, 29]})}
+           META: _fake({"radial_0.10": [24, 26], "radial_0.20": [29, 29]}),
+           TV: _fake({"radial_0.10": [24, 24], "radial_0.20": [29.5, 29.5]})}
     res[META]["radial_0.10"]["sigma_omega"] = 0.9
     res[META]["radial_0.20"]["sigma_omega"] = 0.8
     c = claims({"seen": res}, seen, [], [])
@@ -34,6 +35,9 @@ def test_claims_are_psnr_differences_of_the_table_entries():
     assert c["meta_minus_conventional_seen_db"] == pytest.approx(1.5)
     assert c["meta_minus_zero_filled_seen_per_task_db"] == {"radial_0.10": 4.0, "radial_0.20": 4.0}
     assert c["conventional_minus_ista_per_task_db"] == {"radial_0.10": 1.0, "radial_0.20": 0.0}
+    assert c["meta_minus_tv_seen_per_task_db"] == {"radial_0.10": 1.0, "radial_0.20": -0.5}
+    assert c["meta_minus_tv_seen_db"] == pytest.approx(0.25)
+    assert c["conventional_minus_tv_seen_per_task_db"] == {"radial_0.10": -1.0, "radial_0.20": -1.5}
     assert c["sigma_omega_decreasing_with_ratio"] is True
     res[META]["radial_0.20"]["sigma_omega"] = 0.95
     assert claims({"seen": res}, seen, [], [])["sigma_omega_decreasing_with_ratio"] is False
@@ -126,19 +130,25 @@ def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
         assert os.path.isfile(os.path.join(wd, stage, "model.keras")), stage
     rows = list(csv.DictReader(open(os.path.join(ev, "table_seen.csv"))))
     assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("radial_0.20", "radial_0.40")
-                                                        for m in ("Zero-filled", "Conventional", "Meta-learning")}
+                                                        for m in ("Zero-filled", "TV", "Conventional", "Meta-learning")}
+    assert [r["method"] for r in rows[:2]] == ["Zero-filled", "TV"]  # TV next to zero-filled
     psnr = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in rows}
     claims = json.load(open(os.path.join(ev, "claims.json")))
     meta = load_model(os.path.join(wd, "meta", "model.keras"))
     for t, spec in (("radial_0.20", "radial:0.2"), ("radial_0.40", "radial:0.4")):
         assert claims["meta_minus_zero_filled_seen_per_task_db"][t] == pytest.approx(
             psnr[(t, "Meta-learning")] - psnr[(t, "Zero-filled")], abs=1e-9)
+        assert claims["meta_minus_tv_seen_per_task_db"][t] == pytest.approx(
+            psnr[(t, "Meta-learning")] - psnr[(t, "TV")], abs=1e-9)
+        assert claims["tv_lambda"][t] in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
         # the table's sigma(omega_i) is the meta model's own, looked up by task spec
         omega = float(np.asarray(meta.omegas[meta.task_specs.index(spec)]))
         sigma = [float(r["sigma_omega"]) for r in rows if r["task"] == t and r["method"] == "Meta-learning"][0]
         assert sigma == pytest.approx(1 / (1 + np.exp(-omega)), rel=1e-6)
     adapted = load_model(os.path.join(wd, "adapt", "radial_0.30", "model.keras"))
     assert adapted.task_specs == ["radial:0.2", "radial:0.4", "radial:0.3"]
+    unseen = {(r["task"], r["method"]) for r in csv.DictReader(open(os.path.join(ev, "table_unseen.csv")))}
+    assert ("radial_0.30", "TV") in unseen
     # More samples -> a better zero-filled image (sanity of the masks/evaluation wiring).
     assert psnr[("radial_0.40", "Zero-filled")] > psnr[("radial_0.20", "Zero-filled")]
     # every stage used the one mask set in <workdir>/masks

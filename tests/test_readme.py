@@ -59,7 +59,7 @@ def quickstart_outputs(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("readme")
     wd = str(base / "runs" / "quickstart")
-    data_dir = prepare_demo_data(wd, (32, 32), True, 0, StageRunner(wd, 2))  # the quickstart's stages 1-2 (smoke)
+    prepare_demo_data(wd, (32, 32), True, 0, StageRunner(wd, 2))  # the quickstart's stages 1-2 (smoke)
     # stage 3's outputs: a model of the quickstart preset's architecture with its four tasks (training it
     # is what train_meta does; here only the files matter), and the task masks next to it
     tf.keras.utils.set_random_seed(0)

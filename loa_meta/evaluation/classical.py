@@ -31,6 +31,12 @@ from loa_meta.physics.operators import SingleCoilOperator
 from loa_meta.validation import check_in_range, check_positive_int
 
 
+# The TV baseline of every quality table (issue 11): lambda chosen per task on the val split over
+# this grid (the best val PSNR), then TV_ITERS iterations on the test split.
+TV_LAMBDA_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
+TV_ITERS = 200
+
+
 def _primal_step(lam: float) -> float:
     """Primal step tau of Chambolle-Pock (sigma = 0.99 / (8 tau)).
 

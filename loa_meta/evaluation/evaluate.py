@@ -176,6 +176,46 @@ def evaluate_zero_filled(images, masks, batch_size: int = 8, **kwargs) -> Dict[s
     return evaluate_model(zero_filled_fn, images, masks, batch_size=batch_size, **kwargs)
 
 
+def evaluate_tv(
+    images: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    val_images: np.ndarray,
+    grid: Optional[Sequence[float]] = None,
+    num_iters: Optional[int] = None,
+    batch_size: int = 8,
+    **kwargs,
+):
+    """The TV baseline rows: lambda chosen per task on ``val_images`` (never on the test images).
+
+    Args:
+      images: the images evaluated (e.g. the test split) ``(N, H, W)``.
+      masks: mapping task name -> 0/1 mask ``(H, W)``.
+      val_images: validation ground truths used only to choose lambda (``classical.tune_lambda``).
+      grid: candidate lambdas (default ``classical.TV_LAMBDA_GRID``).
+      num_iters: Chambolle-Pock iterations for tuning and evaluation (default ``classical.TV_ITERS``).
+      batch_size: slices per call.
+      **kwargs: passed to :func:`evaluate_model` (``noise_sigma``, ``noise_seed``, ``keep``).
+
+    Returns:
+      ``(results, lambdas)``: :func:`evaluate_model`-style results per task and ``{task: lambda}``.
+    """
+    from loa_meta.evaluation import classical
+
+    grid = classical.TV_LAMBDA_GRID if grid is None else tuple(grid)
+    num_iters = classical.TV_ITERS if num_iters is None else check_positive_int(num_iters, "num_iters")
+    val_images = np.asarray(val_images)
+    if val_images.ndim != 3 or val_images.shape[0] == 0:
+        raise ValueError(f"Argument `val_images` must have shape (N, H, W) with N >= 1, but received: {val_images.shape}")
+    results, lambdas = {}, {}
+    for name, mask in masks.items():
+        lam, scores = classical.tune_lambda(val_images, mask, grid, num_iters, batch_size=max(batch_size, 16))
+        logging.info("TV %s: lambda %g chosen on %d val slices (%s)", name, lam, len(val_images), scores)
+        lambdas[name] = float(lam)
+        results.update(evaluate_model(classical.tv_reconstruct_fn(lam, num_iters), images, {name: mask},
+                                      batch_size=batch_size, **kwargs))
+    return results, lambdas
+
+
 _PHI_KEYS = ("phi_next", "phi")
 _ITERATE_KEYS = ("x_phases", "phase_outputs", "intermediates", "xs", "iterates", "outputs")
 

@@ -10,7 +10,9 @@ from loa_meta.layers.complex_ops import real_to_complex
 
 from loa_meta.layers.complex_conv2d import ComplexConv2D
 from loa_meta.layers.smoothed_relu import cast_like, smoothed_relu, smoothed_relu_derivative
-from loa_meta.validation import check_positive, check_positive_int
+from loa_meta.validation import check_one_of, check_positive, check_positive_int
+
+INIT_MODES = ("random", "tv")
 
 
 def _layer_initializer(initializer, q: int):
@@ -59,6 +61,10 @@ class LearnedRegularizer(keras.layers.Layer):
       kernel_size: spatial kernel size (paper: 3).
       delta: smoothed-ReLU parameter (paper: 1e-3).
       kernel_initializer: initializer of the conv kernels (paper: Xavier/Glorot).
+      init_mode: ``"random"`` (paper: every kernel drawn from ``kernel_initializer``) or ``"tv"``
+        (beyond the paper, :meth:`assign_tv_kernels`): g starts as ``tv_scale`` times the forward
+        finite differences (D_h x, D_v x), so r_eps starts as a smoothed isotropic total variation.
+      tv_scale: the scale s of the ``"tv"`` start (r_eps(x) = sum_j sqrt(s^2 |D x|_j^2 + eps^2) - eps).
       **kwargs: standard layer arguments; ``dtype="float64"`` runs the layer in complex128.
 
     Call arguments:
@@ -72,9 +78,18 @@ class LearnedRegularizer(keras.layers.Layer):
         kernel_size: int = 3,
         delta: float = 1e-3,
         kernel_initializer="glorot_uniform",
+        init_mode: str = "random",
+        tv_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.init_mode = check_one_of(init_mode, "init_mode", INIT_MODES)
+        self.tv_scale = check_positive(tv_scale, "tv_scale")
+        if self.init_mode == "tv" and (filters < 4 or kernel_size < 2):
+            raise ValueError(
+                f"init_mode='tv' needs filters >= 4 and kernel_size >= 2, but received filters={filters}, "
+                f"kernel_size={kernel_size}."
+            )
         self.num_layers = check_positive_int(num_layers, "num_layers")
         self.filters = check_positive_int(filters, "filters")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
@@ -102,6 +117,57 @@ class LearnedRegularizer(keras.layers.Layer):
     def build(self, input_shape=None):
         for q, conv in enumerate(self.convs):
             conv.build((None, None, None, 1 if q == 0 else self.filters))
+        if self.init_mode == "tv":
+            self.assign_tv_kernels()
+
+    def tv_kernels(self):
+        """The real kernels of the ``"tv"`` start, one ``(k, k, c_in, d)`` array per convolution.
+
+        Uses ReLU(a) - ReLU(-a) = a, which holds exactly for the smoothed ReLU of Eq. 20 too
+        (phi(a) - phi(-a) = a for every a), so 4 channels carry both signs of both differences:
+        layer 1 gives (s D_h x, -s D_h x, s D_v x, -s D_v x); each middle layer maps a pair (p, n)
+        of activated channels to (p - n, n - p) = (+, -) of the same difference; the last layer
+        gives g_0 = p - n = s D_h x, g_1 = s D_v x and 0 in the other channels. Hence
+        ||g_j(x)|| = s |(D x)_j| exactly (forward differences, zero padding at the border).
+        With more than 4 kernels the other channels start at 0.1 times ``kernel_initializer``'s
+        draw, so they are not all equal (the imaginary kernels start at 0 in the 4-channel block).
+        """
+        import numpy as np
+
+        k, d, c = self.kernel_size, self.filters, (self.kernel_size - 1) // 2
+        out = []
+        for q in range(self.num_layers):
+            w = np.zeros((k, k, 1 if q == 0 else d, d), np.float32)
+            if q == 0:
+                dh = np.zeros((k, k), np.float32)
+                dh[c, c], dh[c, c + 1] = -self.tv_scale, self.tv_scale
+                dv = np.zeros((k, k), np.float32)
+                dv[c, c], dv[c + 1, c] = -self.tv_scale, self.tv_scale
+                for ch, ker in enumerate((dh, -dh, dv, -dv)):
+                    w[:, :, 0, ch] = ker
+                if self.num_layers == 1:  # no activation: g = (D_h x, D_v x, 0, ...)
+                    w[:, :, 0, 1], w[:, :, 0, 2] = dv, 0.0
+                    w[:, :, 0, 3] = 0.0
+            elif q < self.num_layers - 1:
+                for p, n in ((0, 1), (2, 3)):
+                    w[c, c, p, p], w[c, c, n, p] = 1.0, -1.0
+                    w[c, c, n, n], w[c, c, p, n] = 1.0, -1.0
+            else:
+                w[c, c, 0, 0], w[c, c, 1, 0] = 1.0, -1.0
+                w[c, c, 2, 1], w[c, c, 3, 1] = 1.0, -1.0
+            out.append(w)
+        return out
+
+    def assign_tv_kernels(self) -> None:
+        """Overwrite the kernels with :meth:`tv_kernels` (plus small random extra channels, d > 4)."""
+        import numpy as np
+
+        for q, (conv, w) in enumerate(zip(self.convs, self.tv_kernels())):
+            block = np.zeros(w.shape, bool)
+            block[:, :, : min(4, w.shape[2]), :4] = True
+            for var, base in ((conv.kernel_real, w), (conv.kernel_imag, np.zeros_like(w))):
+                rest = 0.1 * np.asarray(var.numpy(), np.float32)
+                var.assign(np.where(block, base, rest).astype(var.dtype))
 
     def _ensure_built(self):
         if not self.built:
@@ -183,4 +249,6 @@ class LearnedRegularizer(keras.layers.Layer):
             "kernel_size": self.kernel_size,
             "delta": self.delta,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "init_mode": self.init_mode,
+            "tv_scale": self.tv_scale,
         }

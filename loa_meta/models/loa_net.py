@@ -50,6 +50,11 @@ class LOANet(keras.Model):
       num_tasks: number of task weights omega_i.
       filters, num_layers, kernel_size, delta: the feature extractor g (Eqs. 19-20).
       alpha0, tau0, eps0: initial learnable step sizes and smoothing (paper: 0.01, 0.01, 1e-3).
+      eps0_floor: lower bound of the smoothing eps_0 (beyond the paper; 0 = the paper's |eps_0|):
+        eps_0 is used as sqrt(eps0_var^2 + eps0_floor^2), smooth in the variable and >= the floor,
+        so training cannot drive eps_0 to 0 and make r_eps non-smooth (docs/benchmarks_quality.md).
+      regularizer_init, tv_scale: ``init_mode`` and ``tv_scale`` of :class:`LearnedRegularizer`
+        (``"random"`` = the paper's Xavier kernels; ``"tv"`` = start as a smoothed TV, beyond the paper).
       a, sigma, rho, gamma, eps_tol: fixed constants of Algorithm 1 (paper: 1e5, 1e3, 0.9, 0.9, 1e-3).
       max_backtracks: bound on the line search of lines 8-13.
       safeguard: run lines 5-16 (True) or the plain u-update of the authors' script (False).
@@ -93,6 +98,9 @@ class LOANet(keras.Model):
         fixed_kappa: float = 1.0,
         grad_mode: str = "explicit",
         task_specs=None,
+        eps0_floor: float = 0.0,
+        regularizer_init: str = "random",
+        tv_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -117,12 +125,17 @@ class LOANet(keras.Model):
         self.fixed_kappa = check_positive(fixed_kappa, "fixed_kappa")
         self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
         self._task_specs = canonical_task_specs(task_specs, num_tasks)
+        self.eps0_floor = check_in_range(eps0_floor, "eps0_floor", 0.0)
+        self.regularizer_init = regularizer_init
+        self.tv_scale = tv_scale
 
         self.regularizer = LearnedRegularizer(
             num_layers=self.num_layers,
             filters=self.filters,
             kernel_size=self.kernel_size,
             delta=self.delta,
+            init_mode=regularizer_init,
+            tv_scale=tv_scale,
             name="regularizer",
         )
         self.regularizer.build(None)
@@ -243,6 +256,13 @@ class LOANet(keras.Model):
         omega = tf.stack([tf.convert_to_tensor(w) for w in self.omegas])
         return tf.sigmoid(tf.gather(omega, task_id))
 
+    def eps0_value(self) -> tf.Tensor:
+        """The eps_0 used by Algorithm 1: |eps0_var| (paper), or sqrt(eps0_var^2 + floor^2) with a floor."""
+        v = tf.convert_to_tensor(self.eps0_var)
+        if self.eps0_floor > 0:
+            return tf.sqrt(v * v + tf.constant(self.eps0_floor * self.eps0_floor, v.dtype))
+        return tf.abs(v)
+
     # -- forward -------------------------------------------------------------------------
     def _prepare(self, kspace, mask, task_id):
         y = tf.convert_to_tensor(kspace)
@@ -264,7 +284,7 @@ class LOANet(keras.Model):
         op = SingleCoilOperator(mask)
         x0 = op.zero_filled(y)
         batch = tf.shape(y)[0]
-        eps = tf.fill([batch], tf.abs(tf.convert_to_tensor(self.eps0_var)))
+        eps = tf.fill([batch], self.eps0_value())
         return op, x0, eps, tf.ones([batch], tf.bool), self.kappa(task_id)
 
     def call(self, inputs, training=None):
@@ -461,6 +481,9 @@ class LOANet(keras.Model):
             "fixed_kappa": self.fixed_kappa,
             "grad_mode": self.grad_mode,
             "task_specs": self.task_specs,
+            "eps0_floor": self.eps0_floor,
+            "regularizer_init": self.regularizer_init,
+            "tv_scale": self.tv_scale,
         }
 
     @classmethod

@@ -59,6 +59,8 @@ class TrainConfig:
       microbatch_pixel_budget: the ``"auto"`` budget in pixels x phases per micro-batch (default
         one 160x180 image through 11 phases).
       model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
+      global_clipnorm: if set, Adam rescales each step's gradients so that their global norm is at
+        most this (Keras ``global_clipnorm``; beyond the paper, which states no clipping; None = off).
     """
 
     learning_rate: float = 1e-3
@@ -80,12 +82,15 @@ class TrainConfig:
     microbatch_size: Any = "auto"
     microbatch_pixel_budget: int = 160 * 180 * 11
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    global_clipnorm: Optional[float] = None
 
     def validate(self) -> "TrainConfig":
         check_positive(self.learning_rate, "learning_rate")
         check_in_range(self.beta_1, "beta_1", 0.0, 1.0, high_inclusive=False)
         check_in_range(self.beta_2, "beta_2", 0.0, 1.0, high_inclusive=False)
         check_positive(self.adam_epsilon, "adam_epsilon")
+        if self.global_clipnorm is not None:
+            check_positive(self.global_clipnorm, "global_clipnorm")
         check_one_of(self.loss_reduction, "loss_reduction", ["sum", "mean"])
         if self.max_steps is not None:
             check_positive_int(self.max_steps, "max_steps")

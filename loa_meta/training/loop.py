@@ -100,7 +100,8 @@ def _num_tasks(model) -> int:
 
 def _make_adam(config: TrainConfig, lr: float):
     return keras.optimizers.Adam(
-        learning_rate=lr, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=config.adam_epsilon
+        learning_rate=lr, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=config.adam_epsilon,
+        global_clipnorm=config.global_clipnorm,
     )
 
 

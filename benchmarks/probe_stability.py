@@ -1,0 +1,159 @@
+"""Probe of training stability and width (issue 11 item 3): a plain compiled supervised loop.
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 nice -n 5 python benchmarks/probe_stability.py \
+      --data_dir=/work/data11/prepared --steps=600 --eps0_floor=1e-3 --out=/tmp/p.json
+
+LOANet (safeguard off, T = 11, fixed kappa) trained with Adam on |x_T| (mean squared error) at one
+task (radial 20 % by default, mask seed 0), batch 8 drawn from the train split by a seeded
+permutation per epoch; every ``--eval_every`` steps the mean PSNR over the whole val split is
+recorded with eps_0 and the global gradient norm (before clipping). At the end the weights with the
+best val PSNR (chosen on val only) and the final weights are evaluated on the test split.
+``--baselines`` instead prints zero-filled and TV (lambda chosen on val over ``--tv_grid``) on val
+and test. Results go to ``--out`` as JSON; the numbers are recorded in docs/benchmarks_quality.md.
+"""
+
+import json
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from loa_meta.data import load_split
+from loa_meta.metrics import psnr
+from loa_meta.models import LOANet
+from loa_meta.physics.operators import SingleCoilOperator
+from loa_meta.sampling import parse_task_spec
+
+flags.DEFINE_string("data_dir", None, "prepared dataset (data_prep.brats output)")
+flags.DEFINE_string("task", "radial:0.2", "task spec of the mask (seed --mask_seed)")
+flags.DEFINE_integer("mask_seed", 0, "mask seed")
+flags.DEFINE_integer("steps", 600, "Adam steps")
+flags.DEFINE_integer("batch", 8, "batch size")
+flags.DEFINE_integer("eval_every", 50, "val PSNR every N steps")
+flags.DEFINE_integer("seed", 0, "seed of the initial weights and of the batch order")
+flags.DEFINE_integer("phases", 11, "T")
+flags.DEFINE_integer("filters", 4, "kernels per convolution (paper 4)")
+flags.DEFINE_float("kappa", 0.01, "fixed kappa")
+flags.DEFINE_float("alpha0", 1.0, "initial alpha")
+flags.DEFINE_float("tau0", 0.3, "initial tau")
+flags.DEFINE_float("eps0", 1e-3, "initial eps_0")
+flags.DEFINE_float("eps0_floor", 0.0, "LOANet eps0_floor (0 = the paper's |eps_0|)")
+flags.DEFINE_boolean("train_eps0", True, "train eps_0 (False: keep it at its initial value)")
+flags.DEFINE_string("init", "random", "regulariser start: random (Xavier) or tv")
+flags.DEFINE_float("tv_scale", 1.0, "scale s of the tv start")
+flags.DEFINE_float("lr", 1e-3, "Adam learning rate")
+flags.DEFINE_float("clipnorm", 0.0, "Adam global_clipnorm (0 = none)")
+flags.DEFINE_boolean("safeguard", False, "run Algorithm 1 lines 5-16")
+flags.DEFINE_boolean("baselines", False, "only compute zero-filled and TV rows")
+flags.DEFINE_list("tv_grid", ["1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2"], "TV lambdas tried on val")
+flags.DEFINE_integer("tv_iters", 200, "TV iterations")
+flags.DEFINE_string("out", None, "JSON output path")
+FLAGS = flags.FLAGS
+
+
+def _kspace(images, mask):
+    return SingleCoilOperator(tf.constant(mask)).forward(tf.constant(images.astype(np.complex64)))
+
+
+def _mean_psnr(rec, images):
+    return float(np.mean(psnr(np.abs(np.asarray(rec)).astype(np.float64), np.abs(images).astype(np.float64))))
+
+
+def baselines(val, test, mask):
+    from loa_meta.evaluation.classical import tune_lambda, tv_reconstruct
+
+    out = {"zero_filled": {}, "tv": {}}
+    for name, imgs in (("val", val), ("test", test)):
+        y = _kspace(imgs, mask)
+        out["zero_filled"][name] = _mean_psnr(SingleCoilOperator(tf.constant(mask)).zero_filled(y), imgs)
+    lam, scores = tune_lambda(val, mask, [float(g) for g in FLAGS.tv_grid], FLAGS.tv_iters)
+    out["tv"] = {"lambda": lam, "val_scores": {str(k): v for k, v in scores.items()}, "val": scores[lam],
+                 "test": _mean_psnr(tv_reconstruct(_kspace(test, mask), mask, lam, FLAGS.tv_iters), test)}
+    return out
+
+
+def main(_):
+    train, val, test = (load_split(FLAGS.data_dir, s) for s in ("train", "val", "test"))
+    shape = train.shape[1:]
+    mask = parse_task_spec(FLAGS.task).build_mask(shape, seed=FLAGS.mask_seed).astype(np.float32)
+    if FLAGS.baselines:
+        res = baselines(val, test, mask)
+        print(json.dumps(res, indent=1))
+        if FLAGS.out:
+            json.dump(res, open(FLAGS.out, "w"), indent=1)
+        return
+    tf.keras.utils.set_random_seed(FLAGS.seed)
+    model = LOANet(num_phases=FLAGS.phases, filters=FLAGS.filters, alpha0=FLAGS.alpha0, tau0=FLAGS.tau0,
+                   eps0=FLAGS.eps0, safeguard=FLAGS.safeguard, use_task_weights=False, fixed_kappa=FLAGS.kappa,
+                   eps0_floor=FLAGS.eps0_floor, regularizer_init=FLAGS.init, tv_scale=FLAGS.tv_scale)
+    variables = [v for v in model.theta_variables if FLAGS.train_eps0 or v is not model.eps0_var]
+    kw = {"global_clipnorm": FLAGS.clipnorm} if FLAGS.clipnorm > 0 else {}
+    opt = tf.keras.optimizers.Adam(learning_rate=FLAGS.lr, **kw)
+    mask_t = tf.constant(mask)
+
+    @tf.function(reduce_retracing=True)
+    def step(y, target):
+        with tf.GradientTape() as tape:
+            x = model({"kspace": y, "mask": mask_t}, training=True)
+            loss = tf.reduce_mean(tf.square(tf.abs(x) - tf.abs(target)))
+        grads = tape.gradient(loss, variables)
+        norm = tf.linalg.global_norm(grads)
+        opt.apply_gradients(zip(grads, variables))
+        return loss, norm
+
+    fwd = tf.function(lambda y: model({"kspace": y, "mask": mask_t}, training=False), reduce_retracing=True)
+
+    def evaluate(imgs):
+        y = _kspace(imgs, mask)
+        return _mean_psnr(np.concatenate([fwd(y[s:s + 10]).numpy() for s in range(0, len(imgs), 10)]), imgs)
+
+    rng = np.random.default_rng(FLAGS.seed)
+    order, pos = rng.permutation(len(train)), 0
+    curve, norms, best = [], [], (-np.inf, 0, None)
+    v0 = evaluate(val)
+    curve.append({"step": 0, "val_psnr": v0, "eps0": float(model.eps0_value())})
+    best = (v0, 0, [v.numpy() for v in model.weights])
+    t0 = time.time()
+    for s in range(1, FLAGS.steps + 1):
+        if pos + FLAGS.batch > len(order):
+            order, pos = rng.permutation(len(train)), 0
+        idx = order[pos:pos + FLAGS.batch]
+        pos += FLAGS.batch
+        imgs = train[idx]
+        loss, norm = step(_kspace(imgs, mask), tf.constant(imgs.astype(np.complex64)))
+        norms.append(float(norm))
+        if not np.isfinite(float(loss)):
+            curve.append({"step": s, "val_psnr": float("nan"), "note": "non-finite loss"})
+            break
+        if s % FLAGS.eval_every == 0 or s == FLAGS.steps:
+            v = evaluate(val)
+            curve.append({"step": s, "val_psnr": v, "eps0": float(model.eps0_value()),
+                          "grad_norm_median": float(np.median(norms)), "grad_norm_max": float(np.max(norms[-FLAGS.eval_every:]))})
+            print(f"step {s}: val {v:.3f} dB, eps0 {float(model.eps0_value()):.3g}, |g| median {np.median(norms):.3g} "
+                  f"max(last) {np.max(norms[-FLAGS.eval_every:]):.3g}, {time.time() - t0:.0f} s", flush=True)
+            if v > best[0]:
+                best = (v, s, [w.numpy() for w in model.weights])
+    seconds = time.time() - t0
+    final_test = evaluate(test)
+    final_val = curve[-1]["val_psnr"]
+    for w, b in zip(model.weights, best[2]):
+        w.assign(b)
+    best_test = evaluate(test)
+    med = float(np.median(norms))
+    res = {"flags": {k: FLAGS[k].value for k in ("task", "steps", "batch", "seed", "phases", "filters", "kappa", "alpha0",
+                                                  "tau0", "eps0", "eps0_floor", "train_eps0", "init", "tv_scale", "lr",
+                                                  "clipnorm", "safeguard")},
+           "seconds": seconds, "s_per_step": seconds / max(1, len(norms)), "val_init": v0, "final_val": final_val,
+           "final_test": final_test, "best_val": best[0], "best_step": best[1], "best_val_test": best_test,
+           "grad_norm_median": med, "grad_norm_max_over_median": float(np.max(norms) / med),
+           "steps_above_10x_median": int(np.sum(np.asarray(norms) > 10 * med)), "eps0_final": curve[-1].get("eps0"),
+           "curve": curve}
+    print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
+    if FLAGS.out:
+        json.dump(res, open(FLAGS.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["data_dir"])
+    app.run(main)

@@ -1,0 +1,112 @@
+"""loa_meta.pretrained: models shipped by name with a model card; ``--model=pretrained:NAME`` in the apps."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from loa_meta import pretrained
+from tests.test_experiments_reconstruct import _kspace_file
+from tests.test_experiments_train import ROOT
+
+
+def _card(name="demo-x", tasks=("radial:0.2",)):
+    table = []
+    for t in tasks:
+        task = t.replace(":", "_").replace("0.2", "0.20").replace("0.4", "0.40")
+        table += [{"task": task, "method": "Zero-filled", "psnr_mean": 25.0},
+                  {"task": task, "method": "TV", "psnr_mean": 28.0},
+                  {"task": task, "method": "Meta-learning", "psnr_mean": 28.5}]
+    return {"name": name, "description": "test model", "data": "synthetic", "command": "python -m x",
+            "commit": "abc1234", "training_seconds": 1.0, "machine": "2 CPU cores", "tasks": list(tasks),
+            "image_shape": [12, 14], "table": table}
+
+
+def _install_tiny(where, name="demo-x", tasks=("radial:0.2",)):
+    from loa_meta.models import LOANet
+
+    tf.keras.utils.set_random_seed(0)
+    model = LOANet(num_phases=1, num_tasks=len(tasks), alpha0=1.0, tau0=0.3)
+    model.omega_0.assign(0.7)
+    src = os.path.join(str(where), "src.keras")
+    model.save(src)
+    return model, pretrained.install(name, src, _card(name, tasks), where=str(where / "models"))
+
+
+def test_install_load_and_card_round_trip(tmp_path):
+    model, path = _install_tiny(tmp_path)
+    where = str(tmp_path / "models")
+    assert pretrained.available(where) == ["demo-x"]
+    assert pretrained.resolve("pretrained:demo-x", where) == path and path.endswith("demo-x.keras")
+    assert pretrained.resolve("runs/meta/model.keras", where) == "runs/meta/model.keras"
+    assert pretrained.card("demo-x", where)["command"] == "python -m x"
+    loaded = pretrained.load("demo-x", where)
+    assert float(loaded.omega_0.numpy()) == pytest.approx(0.7)
+    rng = np.random.default_rng(0)
+    k = tf.constant((rng.standard_normal((2, 12, 14)) + 1j * rng.standard_normal((2, 12, 14))).astype(np.complex64))
+    m = tf.constant((rng.random((12, 14)) < 0.4).astype(np.float32))
+    feed = {"kspace": k * tf.cast(m, tf.complex64), "mask": m, "task_id": tf.zeros([2], tf.int32)}
+    np.testing.assert_allclose(loaded(feed).numpy(), model(feed).numpy(), atol=1e-6)
+
+
+def test_unknown_name_lists_the_known_names(tmp_path):
+    with pytest.raises(pretrained.UnknownPretrainedModel, match=r"known names: none"):
+        pretrained.model_path("demo-t1-radial", str(tmp_path))
+    _install_tiny(tmp_path, name="demo-a")
+    with pytest.raises(pretrained.UnknownPretrainedModel, match=r"'demo-b'.*known names: demo-a\."):
+        pretrained.resolve("pretrained:demo-b", str(tmp_path / "models"))
+    # a .keras file without its card is not a shipped model
+    open(tmp_path / "models" / "orphan.keras", "wb").close()
+    assert pretrained.available(str(tmp_path / "models")) == ["demo-a"]
+
+
+def test_card_must_state_data_command_and_a_table_with_tv(tmp_path):
+    card = _card()
+    del card["commit"]
+    with pytest.raises(ValueError, match=r"lacks the field\(s\) \['commit'\]"):
+        pretrained.validate_card(card)
+    card = _card()
+    card["table"] = [r for r in card["table"] if r["method"] != "TV"]
+    with pytest.raises(ValueError, match="Zero-filled, TV and the model's rows for task radial_0.20"):
+        pretrained.validate_card(card)
+    with pytest.raises(ValueError, match="differs from the model name"):
+        pretrained.install("other", str(tmp_path / "x.keras"), _card())
+    assert not os.path.exists(tmp_path / "models")  # nothing written on a bad card
+
+
+def _run(module, *args, env_dir=None):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    if env_dir:
+        env[pretrained.ENV_DIR] = env_dir
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_apps_load_pretrained_by_name(tmp_path):
+    model, _ = _install_tiny(tmp_path)
+    where = str(tmp_path / "models")
+    x, mask, k = _kspace_file(str(tmp_path / "scan.npz"), np.random.default_rng(0))
+    out = str(tmp_path / "rec.npy")
+    proc = _run("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={out}",
+                "--model=pretrained:demo-x", env_dir=where)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    feed = {"kspace": tf.constant(k.astype(np.complex64)), "mask": tf.constant(mask.astype(np.float32)),
+            "task_id": tf.zeros([2], tf.int32)}
+    np.testing.assert_allclose(np.load(out), model(feed).numpy(), atol=1e-5)
+    assert json.load(open(out + ".json"))["method"] == "model"
+    # an unknown name is a one-line flag error listing the known names, in every app
+    for module, args in (("experiments.reconstruct", (f"--input={tmp_path / 'scan.npz'}", f"--output={out}",
+                                                      "--model=pretrained:nope")),
+                         ("experiments.adapt", ("--model=pretrained:nope", f"--data_dir={tmp_path}",
+                                                f"--workdir={tmp_path / 'a'}", "--task=radial:0.3")),
+                         ("experiments.evaluate", (f"--data_dir={tmp_path}", "--tasks=radial:0.2",
+                                                   "--models=meta=pretrained:nope", f"--workdir={tmp_path / 'e'}"))):
+        proc = _run(module, *args, env_dir=where)
+        assert proc.returncode != 0, module
+        assert "--model" in proc.stderr and "'nope'" in proc.stderr and "known names: demo-x." in proc.stderr, module
+        assert "Traceback" not in proc.stderr, module
