@@ -141,7 +141,7 @@ class GradientKernels:
     graph holds one copy of the network whatever the number of micro-batches.
 
     * ``loss_grads(mb, n, wrt)``: Eq. 13 loss of ``mb`` and its gradient w.r.t. ``"theta"``,
-      ``"omega"`` or ``"all"`` (first order).
+      ``"omega"`` or ``"all"`` (first order; one kernel computes all blocks).
     * ``penalty_hvp(mb, g_stop, lam, n)``: grad_{theta,omega} lambda <grad_theta L(mb), g_stop>
       (reverse-over-reverse Hessian-vector product; summed over micro-batches it is the gradient
       of the Eq. 18 penalty lambda/2 ||g||^2 with g = stop_gradient of the full-batch gradient).
@@ -159,10 +159,9 @@ class GradientKernels:
         self.theta, self.omega = list(theta), list(omega)
         self.reduction, self.jit_compile = reduction, bool(jit_compile)
         opts = dict(autograph=False, jit_compile=self.jit_compile)
-        self._loss_grads = {
-            wrt: tf.function(lambda mb, n, _w=wrt: self._first_order(mb, n, _w), **opts)
-            for wrt in ("theta", "omega", "all")
-        }
+        # one first-order kernel for every block (the omega gradients cost next to nothing once the
+        # backward pass runs), so a stage traces it once instead of once per block
+        self._loss_grads_all = tf.function(lambda mb, n: self._first_order(mb, n, "all"), **opts)
         self.penalty_hvp = tf.function(self._hvp, **opts)
         self.penalty_whole = tf.function(self._whole, **opts)
 
@@ -204,11 +203,14 @@ class GradientKernels:
         return l_tr, l_val, g, grads
 
     def loss_grads(self, mb, n, wrt: str):
-        return self._loss_grads[wrt](mb, n)
+        """(loss, gradients w.r.t. ``wrt`` = "theta", "omega" or "all") of one micro-batch."""
+        loss, grads = self._loss_grads_all(mb, n)
+        k = len(self.theta)
+        return loss, {"theta": grads[:k], "omega": grads[k:], "all": grads}[wrt]
 
     def tracing_count(self) -> int:
         """Traces made so far by all kernels (a stage must trace each kernel at most once per shape)."""
-        fns = list(self._loss_grads.values()) + [self.penalty_hvp, self.penalty_whole]
+        fns = [self._loss_grads_all, self.penalty_hvp, self.penalty_whole]
         return sum(f.experimental_get_tracing_count() for f in fns)
 
 
