@@ -46,28 +46,37 @@ def test_readme_block_uses_every_app_and_only_quickstart_outputs():
                 assert value.startswith("runs/") and not value.startswith("runs/quickstart"), arg
 
 
+# Run in a subprocess: experiments.quickstart defines absl flags when imported, which must not clash
+# with the flags of other modules imported by the test session.
+_BUILD = """
+import os, sys
+import tensorflow as tf
+from experiments import training_common as tc
+from experiments.presets import get_preset
+from experiments.quickstart import prepare_demo_data
+from experiments.reproduce import StageRunner
+from loa_meta.models import LOANet
+from loa_meta.sampling import parse_task_specs
+
+wd, seen = sys.argv[1], sys.argv[2]
+prepare_demo_data(wd, (32, 32), True, 0, StageRunner(wd, 2))  # the quickstart's stages 1-2 (--smoke scale)
+# stage 3's outputs: a model of the quickstart preset's architecture with its four tasks (training it
+# is what train_meta does; here only the files matter) and the task masks next to it
+tf.keras.utils.set_random_seed(0)
+preset, tasks, meta = get_preset("quickstart"), parse_task_specs(seen), os.path.join(wd, "meta")
+tc.save_model_atomic(LOANet(num_phases=preset.num_phases, num_tasks=len(tasks), **preset.model_kwargs()),
+                     os.path.join(meta, "model.keras"))
+tc.task_masks(tasks, (32, 32), 0, os.path.join(meta, "masks"))
+"""
+
+
 @pytest.fixture(scope="module")
 def quickstart_outputs(tmp_path_factory):
-    import tensorflow as tf
-
-    from experiments import training_common as tc
-    from experiments.presets import get_preset
-    from experiments.quickstart import prepare_demo_data
-    from experiments.reproduce import StageRunner
-    from loa_meta.models import LOANet
-    from loa_meta.sampling import parse_task_specs
-
     base = tmp_path_factory.mktemp("readme")
-    wd = str(base / "runs" / "quickstart")
-    prepare_demo_data(wd, (32, 32), True, 0, StageRunner(wd, 2))  # the quickstart's stages 1-2 (smoke)
-    # stage 3's outputs: a model of the quickstart preset's architecture with its four tasks (training it
-    # is what train_meta does; here only the files matter), and the task masks next to it
-    tf.keras.utils.set_random_seed(0)
-    meta = os.path.join(wd, "meta")
-    preset = get_preset("quickstart")
-    tc.save_model_atomic(LOANet(num_phases=preset.num_phases, num_tasks=len(SEEN), **preset.model_kwargs()),
-                         os.path.join(meta, "model.keras"))
-    tc.task_masks(parse_task_specs(",".join(SEEN)), (32, 32), 0, os.path.join(meta, "masks"))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _BUILD, str(base / "runs" / "quickstart"), ",".join(SEEN)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return base
 
 
