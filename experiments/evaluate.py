@@ -153,7 +153,8 @@ def main(argv):
             try:
                 val = load_split(FLAGS.data_dir, "val")[: FLAGS.tv_tune_slices]
             except ValueError as e:
-                raise common.usage_error("tv_lambda", f"not given and the 'val' split cannot be read to tune it: {e}") from None
+                raise common.usage_error("tv_lambda", f"not given and the 'val' split cannot be read to tune it: {e}; "
+                                         "give --tv_lambda or drop the TV row with --noclassical") from None
         variants = ([("TV", False)] if FLAGS.classical else []) + ([("TV (SigPy)", True)] if FLAGS.sigpy else [])
         for label, use_sigpy in variants:
             per_task = {}
