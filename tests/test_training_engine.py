@@ -186,7 +186,7 @@ def test_a_training_stage_traces_each_kernel_once(tmp_path):
         seen["model"] = m
         return m
 
-    import loa_meta.training.loop as loop_mod
+    import loa_meta.training.modes as loop_mod  # the meta mode runs Algorithm 2 from here
 
     original = loop_mod.run_algorithm2_iteration
 
