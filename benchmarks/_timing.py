@@ -22,3 +22,19 @@ def median_times(fns, repeats):
             _sync(fn())
             times[k].append(time.perf_counter() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def synthetic_meta_batch(c, rng, fft2c):
+    """A cross-task batch of smooth synthetic images: ``c`` has h, w, tasks, per_task; task i samples
+    random masks of density 0.1 ... 0.4; ``fft2c`` is the centred FFT of the code under test."""
+    n = c["tasks"] * c["per_task"]
+    yy, xx = np.mgrid[0 : c["h"], 0 : c["w"]]
+    imgs = np.stack([np.exp(-((yy - rng.uniform(20, c["h"] - 20)) ** 2 + (xx - rng.uniform(20, c["w"] - 20)) ** 2)
+                            / (2 * 15.0**2)) + 0.1 * rng.uniform(size=(c["h"], c["w"])) for _ in range(n)])
+    imgs = (imgs / imgs.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+    task = np.repeat(np.arange(c["tasks"]), c["per_task"]).astype(np.int32)
+    dens = np.linspace(0.1, 0.4, c["tasks"])[task]
+    masks = (rng.uniform(size=imgs.shape) < dens[:, None, None]).astype(np.float32)
+    k = masks * fft2c(tf.constant(imgs.astype(np.complex64))).numpy()
+    return {"kspace": tf.constant(k.astype(np.complex64)), "mask": tf.constant(masks),
+            "target": tf.constant(imgs), "task_id": tf.constant(task)}

@@ -39,6 +39,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _timing import synthetic_meta_batch  # noqa: E402
+
 CONFIGS = {
     "small": dict(h=64, w=64, phases=3, tasks=4, per_task=2),
     "paper": dict(h=160, w=180, phases=11, tasks=4, per_task=2),
@@ -61,20 +63,6 @@ def _watchdog(limit_gb, state):
     threading.Thread(target=run, daemon=True).start()
 
 
-def _batch(c, rng, fft2c):
-    n = c["tasks"] * c["per_task"]
-    yy, xx = np.mgrid[0 : c["h"], 0 : c["w"]]
-    imgs = np.stack([np.exp(-((yy - rng.uniform(20, c["h"] - 20)) ** 2 + (xx - rng.uniform(20, c["w"] - 20)) ** 2)
-                            / (2 * 15.0**2)) + 0.1 * rng.uniform(size=(c["h"], c["w"])) for _ in range(n)])
-    imgs = (imgs / imgs.max(axis=(1, 2), keepdims=True)).astype(np.float32)
-    task = np.repeat(np.arange(c["tasks"]), c["per_task"]).astype(np.int32)
-    dens = np.linspace(0.1, 0.4, c["tasks"])[task]
-    masks = (rng.uniform(size=imgs.shape) < dens[:, None, None]).astype(np.float32)
-    k = masks * fft2c(tf.constant(imgs.astype(np.complex64))).numpy()
-    return {"kspace": tf.constant(k.astype(np.complex64)), "mask": tf.constant(masks),
-            "target": tf.constant(imgs), "task_id": tf.constant(task)}
-
-
 def main():
     from loa_meta.models.loa_net import LOANet
     from loa_meta.physics.fft import fft2c
@@ -87,7 +75,7 @@ def main():
     state = {"root": ROOT, "mode": mode, "config": _flag("config", "small"), "microbatch": mb, "jit": jit}
     _watchdog(_flag("max_rss_gb", 12.0), state)
     rng = np.random.default_rng(0)
-    bt, bv = _batch(c, rng, fft2c), _batch(c, rng, fft2c)
+    bt, bv = synthetic_meta_batch(c, rng, fft2c), synthetic_meta_batch(c, rng, fft2c)
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
     theta = model.theta_variables
     import keras

@@ -27,6 +27,7 @@ from absl import app, flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _timing import synthetic_meta_batch  # noqa: E402
 from loa_meta.models.loa_net import LOANet  # noqa: E402
 from loa_meta.physics.fft import fft2c  # noqa: E402
 from loa_meta.training.algorithm2 import penalty_objective_and_grads  # noqa: E402
@@ -70,20 +71,6 @@ CONFIGS = {
 }
 
 
-def _batch(c, rng):
-    n = c["tasks"] * c["per_task"]
-    yy, xx = np.mgrid[0 : c["h"], 0 : c["w"]]
-    imgs = np.stack([np.exp(-((yy - rng.uniform(20, c["h"] - 20)) ** 2 + (xx - rng.uniform(20, c["w"] - 20)) ** 2)
-                            / (2 * 15.0**2)) + 0.1 * rng.uniform(size=(c["h"], c["w"])) for _ in range(n)])
-    imgs = (imgs / imgs.max(axis=(1, 2), keepdims=True)).astype(np.float32)
-    task = np.repeat(np.arange(c["tasks"]), c["per_task"]).astype(np.int32)
-    dens = np.linspace(0.1, 0.4, c["tasks"])[task]
-    masks = (rng.uniform(size=imgs.shape) < dens[:, None, None]).astype(np.float32)
-    k = masks * fft2c(tf.constant(imgs.astype(np.complex64))).numpy()
-    return {"kspace": tf.constant(k.astype(np.complex64)), "mask": tf.constant(masks),
-            "target": tf.constant(imgs), "task_id": tf.constant(task)}
-
-
 def main(argv):
     del argv
     c = dict(CONFIGS[FLAGS.value])
@@ -93,7 +80,7 @@ def main(argv):
     state = {"c": dict(c, microbatch=MICRO.value, compiled=COMPILE.value)}
     _watchdog(MAX_RSS_GB.value, state)
     rng = np.random.default_rng(SEED.value)
-    bt, bv = _batch(c, rng), _batch(c, rng)
+    bt, bv = synthetic_meta_batch(c, rng, fft2c), synthetic_meta_batch(c, rng, fft2c)
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
     theta = model.theta_variables
     cfg = MetaConfig()

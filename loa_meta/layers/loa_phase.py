@@ -135,6 +135,22 @@ class LOAPhase(keras.layers.Layer):
 
         return self.step(regularizer, SingleCoilOperator(mask), x, y, kappa, eps, active)
 
+    def _inputs(self, x, y, kappa, eps, step_sizes):
+        """Shared preamble of :meth:`step` and :meth:`update`: dtypes, per-sample kappa and eps
+        ``(B,)``, the step sizes used (|alpha|, |tau|) and kappa as a complex ``(B, 1, 1)``."""
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_complex:
+            raise TypeError(f"Argument `x` must be a complex image (B, H, W), but received dtype: {x.dtype.name}")
+        cdt, rdt = x.dtype, x.dtype.real_dtype
+        batch = tf.shape(x)[0]
+        kappa = tf.broadcast_to(cast_like(kappa, rdt), [batch])
+        eps = tf.broadcast_to(cast_like(eps, rdt), [batch])
+        if step_sizes is None:
+            alpha, tau = self.step_sizes(rdt)
+        else:
+            alpha, tau = (tf.cast(tf.abs(v), rdt) for v in step_sizes)
+        return x, tf.cast(y, cdt), kappa, eps, alpha, tau, _img(kappa, cdt)
+
     def step(
         self,
         regularizer,
@@ -180,20 +196,10 @@ class LOAPhase(keras.layers.Layer):
           2 = line search exhausted and x kept, -1 = inactive), ``backtracks`` (number of alpha
           reductions), ``eps`` (eps_t), ``grad_norm`` (||grad phi_eps_t(x_t)||).
         """
-        x = tf.convert_to_tensor(x)
-        if not x.dtype.is_complex:
-            raise TypeError(f"Argument `x` must be a complex image (B, H, W), but received dtype: {x.dtype.name}")
+        x, y, kappa, eps, alpha, tau, kap = self._inputs(x, y, kappa, eps, step_sizes)
         cdt, rdt = x.dtype, x.dtype.real_dtype
-        y = tf.cast(y, cdt)
         batch = tf.shape(x)[0]
-        kappa = tf.broadcast_to(cast_like(kappa, rdt), [batch])
-        eps = tf.broadcast_to(cast_like(eps, rdt), [batch])
         active = tf.broadcast_to(tf.cast(active, tf.bool), [batch])
-        if step_sizes is None:
-            alpha, tau = self.step_sizes(rdt)
-        else:
-            alpha, tau = (tf.cast(tf.abs(v), rdt) for v in step_sizes)
-        kap = _img(kappa, cdt)
         mode = self.grad_mode
 
         def energy(v):
@@ -364,17 +370,8 @@ class LOAPhase(keras.layers.Layer):
         Returns:
           ``(x_next, eps_next)``.
         """
-        x = tf.convert_to_tensor(x)
+        x, y, kappa, eps, alpha, tau, kap = self._inputs(x, y, kappa, eps, step_sizes)
         cdt, rdt = x.dtype, x.dtype.real_dtype
-        y = tf.cast(y, cdt)
-        batch = tf.shape(x)[0]
-        kappa = tf.broadcast_to(cast_like(kappa, rdt), [batch])
-        eps = tf.broadcast_to(cast_like(eps, rdt), [batch])
-        if step_sizes is None:
-            alpha, tau = self.step_sizes(rdt)
-        else:
-            alpha, tau = (tf.cast(tf.abs(v), rdt) for v in step_sizes)
-        kap = _img(kappa, cdt)
         branch = tf.convert_to_tensor(decision["branch"])
 
         def grad_r(v, e):
