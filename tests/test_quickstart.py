@@ -27,7 +27,7 @@ def _summary(meta_tv, meta_zf, meta_conv):
 
 
 def test_quickstart_verdict_needs_tv_at_every_ratio_and_conventional_on_average():
-    from experiments.quickstart import verdict
+    from loa_meta.evaluation.verdict import quickstart_verdict as verdict  # no absl flags imported
 
     zf = {"radial_0.10": 1.0, "radial_0.20": 2.0}
     ok, lines = verdict(_summary({"radial_0.10": 0.02, "radial_0.20": 0.5}, zf, 0.3))

@@ -64,7 +64,8 @@ prepare_demo_data(wd, (32, 32), True, 0, StageRunner(wd, 2))  # the quickstart's
 # is what train_meta does; here only the files matter) and the task masks next to it
 tf.keras.utils.set_random_seed(0)
 preset, tasks, meta = get_preset("quickstart"), parse_task_specs(seen), os.path.join(wd, "meta")
-tc.save_model_atomic(LOANet(num_phases=preset.num_phases, num_tasks=len(tasks), **preset.model_kwargs()),
+tc.save_model_atomic(LOANet(num_phases=preset.num_phases, num_tasks=len(tasks), task_specs=[str(t) for t in tasks],
+                            **preset.model_kwargs()),
                      os.path.join(meta, "model.keras"))
 tc.task_masks(tasks, (32, 32), 0, os.path.join(meta, "masks"))
 """
