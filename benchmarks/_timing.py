@@ -38,3 +38,26 @@ def synthetic_meta_batch(c, rng, fft2c):
     k = masks * fft2c(tf.constant(imgs.astype(np.complex64))).numpy()
     return {"kspace": tf.constant(k.astype(np.complex64)), "mask": tf.constant(masks),
             "target": tf.constant(imgs), "task_id": tf.constant(task)}
+
+
+def rss_watchdog(limit_gb, state, key="max_rss_gb", report=None):
+    """Background thread: track the peak RSS in ``state[key]`` and exit the process (status 3) above
+    ``limit_gb``, printing ``report()`` (a dict; default ``state``) as a JSON line with the reason."""
+    import json
+    import os
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def run():
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page / 2**30
+            state[key] = max(state.get(key, 0.0), rss)
+            if rss > limit_gb:
+                info = report() if report is not None else dict(state)
+                print(json.dumps({**info, "aborted": f"RSS {rss:.1f} GB > {limit_gb} GB"}), flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=run, daemon=True).start()

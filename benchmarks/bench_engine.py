@@ -20,7 +20,6 @@ import json
 import os
 import resource
 import sys
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -39,28 +38,12 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _timing import synthetic_meta_batch  # noqa: E402
+from _timing import rss_watchdog, synthetic_meta_batch  # noqa: E402
 
 CONFIGS = {
     "small": dict(h=64, w=64, phases=3, tasks=4, per_task=2),
     "paper": dict(h=160, w=180, phases=11, tasks=4, per_task=2),
 }
-
-
-def _watchdog(limit_gb, state):
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def run():
-        while True:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * page / 2**30
-            state["max_rss_gb"] = max(state.get("max_rss_gb", 0.0), rss)
-            if rss > limit_gb:
-                print(json.dumps({**state, "aborted": f"RSS {rss:.1f} GB > {limit_gb} GB"}), flush=True)
-                os._exit(3)
-            time.sleep(0.2)
-
-    threading.Thread(target=run, daemon=True).start()
 
 
 def main():
@@ -73,7 +56,7 @@ def main():
     mb = _flag("microbatch", "auto")
     jit = _flag("jit", 0)
     state = {"root": ROOT, "mode": mode, "config": _flag("config", "small"), "microbatch": mb, "jit": jit}
-    _watchdog(_flag("max_rss_gb", 12.0), state)
+    rss_watchdog(_flag("max_rss_gb", 12.0), state)
     rng = np.random.default_rng(0)
     bt, bv = synthetic_meta_batch(c, rng, fft2c), synthetic_meta_batch(c, rng, fft2c)
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])

@@ -27,7 +27,7 @@ from absl import app, flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import synthetic_meta_batch  # noqa: E402
+from _timing import rss_watchdog, synthetic_meta_batch  # noqa: E402
 from loa_meta.models.loa_net import LOANet  # noqa: E402
 from loa_meta.physics.fft import fft2c  # noqa: E402
 from loa_meta.training.algorithm2 import penalty_objective_and_grads  # noqa: E402
@@ -45,26 +45,6 @@ MAX_RSS_GB = flags.DEFINE_float("max_rss_gb", 8.0, "abort (exit 3) when the proc
 MICRO = flags.DEFINE_integer("microbatch", 0, "micro-batch size of the exact gradient accumulation (0: whole batch)")
 FIRST_ORDER = flags.DEFINE_bool("first_order", False, "time a conventional (first-order) step instead")
 
-
-def _watchdog(limit_gb, state):
-    """Exit before the machine runs out of memory (the eager 11-phase bilevel step exceeded 21 GB)."""
-    import threading
-
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def run():
-        while True:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * page / 2**30
-            state["max"] = max(state.get("max", 0.0), rss)
-            if rss > limit_gb:
-                print(json.dumps({"config": FLAGS.value, "aborted": f"RSS {rss:.1f} GB > {limit_gb} GB",
-                                  **state.get("c", {})}), flush=True)
-                os._exit(3)
-            time.sleep(0.2)
-
-    threading.Thread(target=run, daemon=True).start()
-
 CONFIGS = {
     "small": dict(h=64, w=64, phases=3, tasks=2, per_task=2),
     "paper": dict(h=160, w=180, phases=11, tasks=4, per_task=2),
@@ -78,7 +58,7 @@ def main(argv):
         if fl.value is not None:
             c[k] = fl.value
     state = {"c": dict(c, microbatch=MICRO.value, compiled=COMPILE.value)}
-    _watchdog(MAX_RSS_GB.value, state)
+    rss_watchdog(MAX_RSS_GB.value, state, key="max", report=lambda: {"config": FLAGS.value, **state.get("c", {})})
     rng = np.random.default_rng(SEED.value)
     bt, bv = synthetic_meta_batch(c, rng, fft2c), synthetic_meta_batch(c, rng, fft2c)
     model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
