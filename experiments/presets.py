@@ -66,6 +66,8 @@ class Preset:
       regularizer_init, tv_scale: start of g (LOANet ``regularizer_init``): ``"random"`` (paper,
         Xavier) or ``"tv"`` (beyond the paper: r_eps starts as a smoothed TV of scale tv_scale).
       global_clipnorm: Adam global gradient-norm clipping (paper: none).
+      safeguard: run Algorithm 1's safeguard (lines 5-16; paper: on). Off is beyond the paper: every
+        phase takes the learned update u (docs/benchmarks_quality.md section 5 measures both).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 (rho_omega; not stated).
       adapt_learning_rate: Adam learning rate of the new omega in adaptation (not stated; paper
@@ -119,6 +121,7 @@ class Preset:
     regularizer_init: str = "random"
     tv_scale: float = 1.0
     global_clipnorm: Optional[float] = None
+    safeguard: bool = True
     learning_rate: float = 1e-3
     omega_learning_rate: float = 1e-3
     per_task_batch: int = 2
@@ -181,7 +184,7 @@ class Preset:
         return {"alpha0": self.alpha0, "tau0": self.tau0, "eps0": self.eps0, "a": self.a,
                 "max_backtracks": self.max_backtracks, "initial_omega": self.initial_omega,
                 "filters": self.filters, "eps0_floor": self.eps0_floor, "regularizer_init": self.regularizer_init,
-                "tv_scale": self.tv_scale}
+                "tv_scale": self.tv_scale, "safeguard": self.safeguard}
 
     def conventional_kwargs(self) -> Dict[str, Any]:
         """``LOANet`` kwargs of conventional learning: no omega, kappa fixed to ``conv_kappa``."""

@@ -62,6 +62,8 @@ def define_model_option_flags() -> None:
     flags.DEFINE_enum("regularizer_init", None, ["random", "tv"], "Override: start of g: random (paper, Xavier) "
                       "or tv (beyond the paper: r_eps starts as a smoothed total variation).")
     flags.DEFINE_float("global_clipnorm", None, "Override: Adam global gradient-norm clipping (paper: none).")
+    flags.DEFINE_boolean("safeguard", None, "Override: Algorithm 1's safeguard, lines 5-16 (paper: on; "
+                         "--nosafeguard is beyond the paper: every phase takes the learned update u).")
 
 
 def model_option_overrides() -> Dict[str, object]:
@@ -74,7 +76,7 @@ def model_option_overrides() -> Dict[str, object]:
     if f.global_clipnorm is not None and not (f.global_clipnorm > 0 and math.isfinite(f.global_clipnorm)):
         raise common.usage_error("global_clipnorm", f"must be a positive number, but received: {f.global_clipnorm}")
     return dict(filters=f.filters, eps0_floor=f.eps0_floor, regularizer_init=f.regularizer_init,
-                global_clipnorm=f.global_clipnorm)
+                global_clipnorm=f.global_clipnorm, safeguard=f.safeguard)
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")

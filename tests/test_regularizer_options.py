@@ -143,10 +143,14 @@ def test_preset_fields_reach_the_model_and_the_training_config():
     from experiments.presets import get_preset
 
     p = get_preset("paper")
-    assert (p.filters, p.eps0_floor, p.regularizer_init, p.global_clipnorm) == (4, 0.0, "random", None)
-    wide = p.override(filters=16, eps0_floor=1e-3, regularizer_init="tv", tv_scale=0.2, global_clipnorm=1.0)
+    assert (p.filters, p.eps0_floor, p.regularizer_init, p.global_clipnorm, p.safeguard) == (4, 0.0, "random", None, True)
+    assert LOANet(num_phases=1, **p.model_kwargs()).safeguard is True
+    wide = p.override(filters=16, eps0_floor=1e-3, regularizer_init="tv", tv_scale=0.2, global_clipnorm=1.0,
+                      safeguard=False)
     model = LOANet(num_phases=1, **wide.model_kwargs())
     assert model.filters == 16 and model.eps0_floor == 1e-3 and model.regularizer.init_mode == "tv"
+    assert model.safeguard is False
+    assert LOANet(num_phases=1, **wide.conventional_kwargs()).safeguard is False
     assert model.regularizer.convs[0].kernel_real.shape == (3, 3, 1, 16)
     from experiments.training_common import _common_cfg
 
