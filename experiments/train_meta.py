@@ -25,6 +25,8 @@ flags.DEFINE_integer("per_task_batch", None, "Override: J, samples per task in a
 flags.DEFINE_float("delta0", None, "Override: Algorithm 2 delta_0 (paper 1e-3).")
 flags.DEFINE_float("lambda0", None, "Override: Algorithm 2 lambda_0 (paper 1e-5).")
 flags.DEFINE_float("delta_tol", None, "Override: Algorithm 2 delta_tol (paper 4.35e-6).")
+flags.DEFINE_float("omega_learning_rate", None, "Override: Adam learning rate of omega in Algorithm 2 (not stated in "
+                   "the paper; the paper preset uses 1e-3).")
 
 
 def _main():
@@ -33,12 +35,13 @@ def _main():
         v = FLAGS[n].value
         if v is not None and v < 1:
             raise common.usage_error(n, f"must be a positive integer, but received: {v}")
-    for n in ("delta0", "lambda0", "delta_tol"):
+    for n in ("delta0", "lambda0", "delta_tol", "omega_learning_rate"):
         v = FLAGS[n].value
         if v is not None and not v > 0:
             raise common.usage_error(n, f"must be a positive number, but received: {v}")
     preset = tc.preset_from_flags(dict(per_task_batch=FLAGS.per_task_batch, delta0=FLAGS.delta0,
-                                       lambda0=FLAGS.lambda0, delta_tol=FLAGS.delta_tol))
+                                       lambda0=FLAGS.lambda0, delta_tol=FLAGS.delta_tol,
+                                       omega_learning_rate=FLAGS.omega_learning_rate))
     common.require_dir("data_dir", FLAGS.data_dir)
     workdir = common.prepare_workdir(FLAGS.workdir)
     common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
@@ -52,7 +55,7 @@ def _main():
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "mask_dir", "num_phases", "stairwise", "alpha0",
         "learning_rate", "epochs", "max_steps", "max_train", "data_fraction", "tasks", "per_task_batch", "delta0",
-        "lambda0", "delta_tol")
+        "lambda0", "delta_tol", "omega_learning_rate")
 
 
 def main(argv):

@@ -161,7 +161,8 @@ def test_option_flags_are_validated_in_the_apps(tmp_path):
     from tests.test_experiments_train import run_app
 
     for args, flag in ((["--filters=0"], "--filters"), (["--eps0_floor=-1"], "--eps0_floor"),
-                       (["--global_clipnorm=0"], "--global_clipnorm"), (["--regularizer_init=sobel"], "regularizer_init")):
+                       (["--global_clipnorm=0"], "--global_clipnorm"), (["--regularizer_init=sobel"], "regularizer_init"),
+                       (["--omega_learning_rate=0"], "--omega_learning_rate")):
         proc = run_app("experiments.train_meta", f"--data_dir={tmp_path}", f"--workdir={tmp_path}/w",
                        "--tasks=radial:0.2", *args)
         assert proc.returncode != 0 and flag in proc.stderr, (args, proc.stderr[-2000:])
