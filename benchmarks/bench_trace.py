@@ -18,7 +18,7 @@ issue 10's trace work each kernel planned inside), ``first_order`` (``loss_grads
 (``penalty_hvp``, the micro-batched reverse-over-reverse Hessian-vector product) and ``whole``
 (``penalty_whole``, all of Eq. 18 for whole batches).
 
-    python benchmarks/bench_trace.py --phases=1,2,3,5 --size=32 --batch=2
+    python benchmarks/bench_trace.py --phases=1,2,3,5 --size=32 --batch=2 [--kernels=hvp] [--grappler=off]
 """
 
 from __future__ import annotations
@@ -101,10 +101,13 @@ def measure(phases: int, size: int, batch: int, kernels):
 
 
 def main():
+    if _flag("grappler", "on") == "off":  # graph optimisation off: how much of first_run_s it is
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     phases = [int(p) for p in _flag("phases", "1,2,3").split(",")]
     kernels = _flag("kernels", "plan,first_order,hvp,whole").split(",")
     for t in phases:
-        print(json.dumps(measure(t, int(_flag("size", 32)), int(_flag("batch", 2)), kernels)), flush=True)
+        out = measure(t, int(_flag("size", 32)), int(_flag("batch", 2)), kernels)
+        print(json.dumps({**out, "grappler": _flag("grappler", "on")}), flush=True)
 
 
 if __name__ == "__main__":

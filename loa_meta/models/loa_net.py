@@ -152,7 +152,8 @@ class LOANet(keras.Model):
             self._append_task(self.initial_omega)
         self._compiled_steps = {}
         # Reuse phi/grad phi of x_{t+1} (line 15) for line 5 of the next phase when eps is
-        # unchanged. Identical results either way; False only exists so benchmarks can compare.
+        # unchanged. The same results either way (to float32 rounding, tests/test_loa_net.py);
+        # False only exists so benchmarks can compare.
         self._reuse_energy_grad = True
         self.built = True  # every variable exists now (none depends on the input shape)
 
