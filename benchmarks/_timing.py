@@ -29,7 +29,8 @@ def synthetic_meta_batch(c, rng, fft2c):
     random masks of density 0.1 ... 0.4; ``fft2c`` is the centred FFT of the code under test."""
     n = c["tasks"] * c["per_task"]
     yy, xx = np.mgrid[0 : c["h"], 0 : c["w"]]
-    imgs = np.stack([np.exp(-((yy - rng.uniform(20, c["h"] - 20)) ** 2 + (xx - rng.uniform(20, c["w"] - 20)) ** 2)
+    mh, mw = min(20, c["h"] // 3), min(20, c["w"] // 3)  # blob centres 20 px from the border (less below 60 px)
+    imgs = np.stack([np.exp(-((yy - rng.uniform(mh, c["h"] - mh)) ** 2 + (xx - rng.uniform(mw, c["w"] - mw)) ** 2)
                             / (2 * 15.0**2)) + 0.1 * rng.uniform(size=(c["h"], c["w"])) for _ in range(n)])
     imgs = (imgs / imgs.max(axis=(1, 2), keepdims=True)).astype(np.float32)
     task = np.repeat(np.arange(c["tasks"]), c["per_task"]).astype(np.int32)

@@ -256,8 +256,12 @@ def test_reuse_of_line15_gradient_changes_nothing():
     eps_changed = d_new["eps"][1:] != d_new["eps"][:-1]
     assert eps_changed.any() and (~eps_changed).any(), d_new["eps"]  # both cases exercised
     assert (d_new["branch"] == 0).any() and (d_new["branch"] == 1).any(), d_new["branch"]
-    np.testing.assert_allclose(x_new.numpy(), x_old.numpy(), atol=1e-6)
-    np.testing.assert_allclose(out_new, out_old, atol=1e-6)
+    # equal up to float32 rounding: the reused gradient was computed inside the v-branch's tf.cond
+    # (dynamic shapes), the recomputed one outside, and graph optimisation may order the sums of the
+    # stacked-channel regulariser differently there (~1e-7 relative per evaluation, amplified to a few
+    # 1e-6 by a 13-step line search in this case); decisions and energies agree to 1e-6
+    np.testing.assert_allclose(x_new.numpy(), x_old.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out_new, out_old, atol=1e-5)
     for k in d_old:
         np.testing.assert_allclose(d_new[k], d_old[k], rtol=1e-6, err_msg=k)
 

@@ -95,10 +95,11 @@ def test_microbatch_size_validation_names_the_argument():
 def test_auto_microbatch_size_bounds_pixels_times_phases():
     cfg = MetaConfig().validate()
     assert cfg.microbatch_size == "auto"
-    # paper configuration: 4 samples per micro-batch (6.6 GB peak RSS measured, docs/benchmarks_training.md)
-    assert cfg.resolve_microbatch_size((8, 160, 180), 11) == 4
-    assert cfg.resolve_microbatch_size((8, 160, 180), 5) == 8
-    assert cfg.resolve_microbatch_size((8, 64, 64), 3) == 103  # >= batch: whole batch
+    # paper configuration: whole batches of 8 (4.8 GB peak RSS measured, docs/benchmarks_training.md)
+    assert cfg.resolve_microbatch_size((8, 160, 180), 11) == 8
+    assert cfg.resolve_microbatch_size((16, 160, 180), 11) == 8
+    assert cfg.resolve_microbatch_size((8, 160, 180), 5) == 17
+    assert cfg.resolve_microbatch_size((8, 64, 64), 3) == 206  # >= batch: whole batch
     assert cfg.resolve_microbatch_size((None, None, None), 3) is None
     assert MetaConfig(microbatch_size=3).resolve_microbatch_size((8, 160, 180), 11) == 3
     with pytest.raises(ValueError, match="microbatch_size"):

@@ -23,6 +23,37 @@ def _independent_copy(initializer):
     return initializer.__class__.from_config({**config, "seed": None if seed is None else int(seed) + 1})
 
 
+def to_stacked(z: tf.Tensor) -> tf.Tensor:
+    """Complex ``(..., C)`` -> real ``(..., 2 C)``: the channels ``[Re z, Im z]``."""
+    return tf.concat([tf.math.real(z), tf.math.imag(z)], axis=-1)
+
+
+def from_stacked(x: tf.Tensor) -> tf.Tensor:
+    """Real stacked ``(..., 2 C)`` -> complex ``(..., C)`` (inverse of :func:`to_stacked`)."""
+    re, im = tf.split(x, 2, axis=-1)
+    return tf.complex(re, im)
+
+
+def stacked_conv(x: tf.Tensor, block_kernel: tf.Tensor) -> tf.Tensor:
+    """The complex convolution on stacked real channels (``ComplexConv2D.block_kernel``)."""
+    return tf.nn.conv2d(x, block_kernel, strides=1, padding="SAME")
+
+
+def stacked_conv_transpose(x: tf.Tensor, block_kernel: tf.Tensor) -> tf.Tensor:
+    """The adjoint of :func:`stacked_conv` (``(B, H, W, 2 F)`` -> ``(B, H, W, 2 C_in)``).
+
+    The output shape is a constant when ``x``'s shape is static (fewer graph ops to trace and
+    differentiate), else computed from ``tf.shape(x)``.
+    """
+    cin2 = int(block_kernel.shape[-2])
+    if x.shape[:3].is_fully_defined():
+        out_shape = x.shape[:3].as_list() + [cin2]
+    else:
+        shape = tf.shape(x)
+        out_shape = tf.stack([shape[0], shape[1], shape[2], cin2])
+    return tf.nn.conv2d_transpose(x, block_kernel, out_shape, strides=1, padding="SAME")
+
+
 @keras.saving.register_keras_serializable(package="loa_meta")
 class ComplexConv2D(keras.layers.Layer):
     """Complex 2D convolution ``w * z`` with ``w = w_r + i w_i`` and no bias, 'same' padding.
@@ -31,7 +62,8 @@ class ComplexConv2D(keras.layers.Layer):
     shape ``(k, k, C_in, filters)``. With ``z = a + i b`` the output is
     ``(w_r * a - w_i * b) + i (w_r * b + w_i * a)``. Internally the four real convolutions are
     fused into one real convolution of the stacked ``[a, b]`` channels with the block kernel
-    ``[[w_r, w_i], [-w_i, w_r]]`` (rows: input a/b, columns: output real/imag). As in Keras,
+    ``[[w_r, w_i], [-w_i, w_r]]`` (rows: input a/b, columns: output real/imag); the helpers
+    :func:`stacked_conv` / :func:`stacked_conv_transpose` apply it to such stacked real tensors. As in Keras,
     "convolution" means cross-correlation (kernel not flipped); the learned kernel absorbs the
     difference.
 
@@ -75,7 +107,12 @@ class ComplexConv2D(keras.layers.Layer):
         )
 
     # -- helpers -------------------------------------------------------------------------
-    def _block_kernel(self, real_dtype: tf.DType) -> tf.Tensor:
+    def block_kernel(self, real_dtype: tf.DType = tf.float32) -> tf.Tensor:
+        """The real block kernel ``[[w_r, w_i], [-w_i, w_r]]``, ``(k, k, 2 C_in, 2 filters)``.
+
+        It maps stacked ``[Re z, Im z]`` channels to stacked ``[Re w*z, Im w*z]`` channels
+        (:func:`stacked_conv`); build it once and reuse it for several convolutions.
+        """
         wr = tf.cast(tf.convert_to_tensor(self.kernel_real), real_dtype)
         wi = tf.cast(tf.convert_to_tensor(self.kernel_imag), real_dtype)
         top = tf.concat([wr, wi], axis=-1)  # input a -> (real, imag)
@@ -93,11 +130,7 @@ class ComplexConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         z = self._check_input(inputs, "inputs")
-        rdt = z.dtype.real_dtype
-        x = tf.concat([tf.math.real(z), tf.math.imag(z)], axis=-1)
-        out = tf.nn.conv2d(x, self._block_kernel(rdt), strides=1, padding="SAME")
-        re, im = tf.split(out, 2, axis=-1)
-        return tf.complex(re, im)
+        return from_stacked(stacked_conv(to_stacked(z), self.block_kernel(z.dtype.real_dtype)))
 
     def transpose(self, z: tf.Tensor) -> tf.Tensor:
         """Adjoint of the convolution as a real-linear map w.r.t. Re<a, b> (= the complex adjoint).
@@ -109,14 +142,7 @@ class ComplexConv2D(keras.layers.Layer):
           Complex tensor ``(B, H, W, C_in)`` such that ``Re<conv(x), z> = Re<x, transpose(z)>``.
         """
         z = self._check_input(z, "z")
-        rdt = z.dtype.real_dtype
-        x = tf.concat([tf.math.real(z), tf.math.imag(z)], axis=-1)
-        shape = tf.shape(x)
-        cin = self.kernel_real.shape[-2]
-        out_shape = tf.stack([shape[0], shape[1], shape[2], 2 * cin])
-        out = tf.nn.conv2d_transpose(x, self._block_kernel(rdt), out_shape, strides=1, padding="SAME")
-        re, im = tf.split(out, 2, axis=-1)
-        return tf.complex(re, im)
+        return from_stacked(stacked_conv_transpose(to_stacked(z), self.block_kernel(z.dtype.real_dtype)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from loa_meta.layers.complex_ops import real_to_complex
-
-from loa_meta.layers.complex_conv2d import ComplexConv2D
+from loa_meta.layers.complex_conv2d import (
+    ComplexConv2D,
+    from_stacked,
+    stacked_conv,
+    stacked_conv_transpose,
+    to_stacked,
+)
 from loa_meta.layers.smoothed_relu import cast_like, smoothed_relu, smoothed_relu_derivative
 from loa_meta.validation import check_one_of, check_positive, check_positive_int
 
@@ -182,13 +186,21 @@ class LearnedRegularizer(keras.layers.Layer):
             raise ValueError(f"Argument `x` must have shape (B, H, W), but received shape: {x.shape}")
         return x
 
-    def _forward(self, x):
-        """Returns (pre-activations of layers 1..l-1, g(x))."""
+    def _forward(self, x, kernels=None):
+        """(pre-activations of layers 1..l-1, g(x)), all as stacked real ``[Re, Im]`` channels.
+
+        The split activation acts on real and imaginary parts separately, so the whole network runs
+        on real tensors of 2 d channels (half the graph ops of converting to complex and back
+        around every convolution). ``kernels``: the convolutions' block kernels if already built.
+        """
         self._ensure_built()
-        z = self._check_image(x)[..., tf.newaxis]
+        x = self._check_image(x)
+        if kernels is None:
+            kernels = self.block_kernels(x.dtype.real_dtype)
+        z = to_stacked(x[..., tf.newaxis])
         pre = []
-        for q, conv in enumerate(self.convs):
-            p = conv.call(z)
+        for q, kernel in enumerate(kernels):
+            p = stacked_conv(z, kernel)
             if q < self.num_layers - 1:
                 pre.append(p)
                 z = smoothed_relu(p, self.delta)
@@ -196,43 +208,49 @@ class LearnedRegularizer(keras.layers.Layer):
                 z = p
         return pre, z
 
+    def block_kernels(self, real_dtype: tf.DType = tf.float32):
+        """The block kernels of the convolutions (:meth:`ComplexConv2D.block_kernel`), in order."""
+        self._ensure_built()
+        return [conv.block_kernel(real_dtype) for conv in self.convs]
+
     def features(self, x: tf.Tensor) -> tf.Tensor:
         """g(x): complex ``(B, H, W, d)``."""
-        return self._forward(x)[1]
+        return from_stacked(self._forward(x)[1])
 
     def call(self, inputs):
         return self.features(inputs)
 
     @staticmethod
     def _root(g, eps):
-        """sqrt(||g_j||^2 + eps^2) per pixel, shape (B, H, W, 1)."""
-        e = _per_sample(eps, g.dtype.real_dtype, 4)
-        sq = tf.reduce_sum(tf.math.real(g) ** 2 + tf.math.imag(g) ** 2, axis=-1, keepdims=True)
-        return tf.sqrt(sq + e * e), e
+        """sqrt(||g_j||^2 + eps^2) per pixel from stacked features, shape (B, H, W, 1)."""
+        e = _per_sample(eps, g.dtype, 4)
+        return tf.sqrt(tf.reduce_sum(g * g, axis=-1, keepdims=True) + e * e), e
 
     def _value_from_features(self, g, eps):
         s, e = self._root(g, eps)
         return tf.reduce_sum(s - e, axis=[1, 2, 3]), s
 
-    def _backward(self, pre, g, s):
-        h = g / real_to_complex(s, g.dtype)
-        d = self.convs[-1].transpose(h)
-        for q in range(self.num_layers - 2, -1, -1):
-            # split activation: the Jacobian is diagonal in (Re, Im), not a complex multiplication
-            dphi = smoothed_relu_derivative(pre[q], self.delta)
-            d = tf.complex(tf.math.real(d) * tf.math.real(dphi), tf.math.imag(d) * tf.math.imag(dphi))
-            d = self.convs[q].transpose(d)
-        return d[..., 0]
+    def value(self, x: tf.Tensor, eps, kernels=None) -> tf.Tensor:
+        """r_eps(x) of Eq. 5 per sample, real ``(B,)``; ``eps`` is a scalar or ``(B,)``; ``kernels``
+        as in :meth:`value_and_grad`."""
+        return self._value_from_features(self._forward(x, kernels)[1], eps)[0]
 
-    def value(self, x: tf.Tensor, eps) -> tf.Tensor:
-        """r_eps(x) of Eq. 5 per sample, real ``(B,)``; ``eps`` is a scalar or ``(B,)``."""
-        return self._value_from_features(self.features(x), eps)[0]
+    def value_and_grad(self, x: tf.Tensor, eps, kernels=None):
+        """(r_eps(x) ``(B,)``, grad r_eps(x) complex ``(B, H, W)``) sharing one forward pass.
 
-    def value_and_grad(self, x: tf.Tensor, eps):
-        """(r_eps(x) ``(B,)``, grad r_eps(x) complex ``(B, H, W)``) sharing one forward pass."""
-        pre, g = self._forward(x)
+        ``kernels``: the block kernels (:meth:`block_kernels`) when the caller evaluates the
+        regulariser several times with the same weights (each evaluation builds them otherwise).
+        """
+        x = self._check_image(x)
+        if kernels is None:
+            kernels = self.block_kernels(x.dtype.real_dtype)
+        pre, g = self._forward(x, kernels)
         v, s = self._value_from_features(g, eps)
-        return v, self._backward(pre, g, s)
+        d = stacked_conv_transpose(g / s, kernels[-1])
+        for q in range(self.num_layers - 2, -1, -1):
+            # split activation: the Jacobian is diagonal in (Re, Im), i.e. element-wise here
+            d = stacked_conv_transpose(d * smoothed_relu_derivative(pre[q], self.delta), kernels[q])
+        return v, from_stacked(d)[..., 0]
 
     def grad(self, x: tf.Tensor, eps) -> tf.Tensor:
         """grad r_eps(x) (Eq. A2) as ``dr/dRe x + i dr/dIm x``, complex ``(B, H, W)``."""

@@ -31,14 +31,19 @@ def _img(v: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return real_to_complex(v, dtype)[:, tf.newaxis, tf.newaxis]
 
 
-def regularizer_value_and_grad(regularizer, x: tf.Tensor, eps, grad_mode: str = "explicit"):
-    """(r_eps(x), grad r_eps(x)) by the explicit chain rule (Eq. A2) or by tf.GradientTape."""
+def regularizer_value_and_grad(regularizer, x: tf.Tensor, eps, grad_mode: str = "explicit", kernels=None):
+    """(r_eps(x), grad r_eps(x)) by the explicit chain rule (Eq. A2) or by tf.GradientTape.
+
+    ``kernels``: the regulariser's block kernels (``LearnedRegularizer.block_kernels``) if built once
+    by the caller for several evaluations.
+    """
+    kw = {} if kernels is None else {"kernels": kernels}
     if grad_mode == "explicit":
-        return regularizer.value_and_grad(x, eps)
+        return regularizer.value_and_grad(x, eps, **kw)
     xr, xi = tf.math.real(x), tf.math.imag(x)
     with tf.GradientTape() as tape:
         tape.watch([xr, xi])
-        v = regularizer.value(tf.complex(xr, xi), eps)
+        v = regularizer.value(tf.complex(xr, xi), eps, **kw)
         total = tf.reduce_sum(v)  # samples are independent, so this gives per-sample gradients
     gr, gi = tape.gradient(total, [xr, xi])
     return v, tf.complex(gr, gi)
@@ -165,6 +170,7 @@ class LOAPhase(keras.layers.Layer):
         step_sizes=None,
         carry=None,
         return_carry: bool = False,
+        kernels=None,
     ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
         """Run lines 3-16 of Algorithm 1 once.
 
@@ -188,6 +194,8 @@ class LOAPhase(keras.layers.Layer):
             sample's result does not depend on the rest of the batch. ``eps_c = NaN`` forces a
             recomputation (a valid start value).
           return_carry: also return the carry for the next step.
+          kernels: the regulariser's block kernels, built once by a caller that runs several phases
+            (each evaluation of r_eps builds them otherwise; same values either way).
 
         Returns:
           ``(x_next, eps_next, active_next, diagnostics)`` (plus ``carry_next`` if
@@ -201,12 +209,13 @@ class LOAPhase(keras.layers.Layer):
         batch = tf.shape(x)[0]
         active = tf.broadcast_to(tf.cast(active, tf.bool), [batch])
         mode = self.grad_mode
+        reg_kw = {} if kernels is None else {"kernels": kernels}
 
         def energy(v):
-            return operator.data_term(v, y) + kappa * regularizer.value(v, eps)
+            return operator.data_term(v, y) + kappa * regularizer.value(v, eps, **reg_kw)
 
         def energy_and_grad(v):
-            r, gr = regularizer_value_and_grad(regularizer, v, eps, mode)
+            r, gr = regularizer_value_and_grad(regularizer, v, eps, mode, kernels)
             return operator.data_term(v, y) + kappa * r, operator.data_grad(v, y) + kap * gr
 
         def energy_and_grad_at_x():
@@ -233,7 +242,7 @@ class LOAPhase(keras.layers.Layer):
         # lines 3-4
         grad_f = operator.data_grad(x, y)
         z = x - real_to_complex(alpha, cdt) * grad_f
-        _, grad_r_z = regularizer_value_and_grad(regularizer, z, eps, mode)
+        _, grad_r_z = regularizer_value_and_grad(regularizer, z, eps, mode, kernels)
         u = z - real_to_complex(tau, cdt) * kap * grad_r_z
 
         if not self.safeguard:
@@ -344,7 +353,7 @@ class LOAPhase(keras.layers.Layer):
         eps,
         decision: Dict[str, tf.Tensor],
         step_sizes=None,
-        dense_v: bool = False,
+        kernels=None,
     ) -> Tuple[tf.Tensor, tf.Tensor]:
         """Lines 3-15 of Algorithm 1 *replayed* with planned decisions: straight-line and differentiable.
 
@@ -357,15 +366,15 @@ class LOAPhase(keras.layers.Layer):
             eps_{t+1} = where(reduce, gamma eps_t, eps_t)
 
         with ``alpha_t rho^k`` built by k successive multiplications by rho, exactly as line 12 does.
-        The result equals :meth:`step`'s ``(x_next, eps_next)`` for the same decisions (same
-        operations on the same values), and so do its first- and second-order gradients.
+        A sample needs grad r_eps at z_t (line 4) or, if it takes v, at x_t (grad phi(x_t) of line 10),
+        never both, so one evaluation on ``where(v, x_t, z_t)`` serves the whole batch (static shapes,
+        no gathered sub-batch). The result equals :meth:`step`'s ``(x_next, eps_next)`` for the same
+        decisions (same operations on the same values), and so do its first- and second-order gradients.
 
         Args:
-          regularizer, operator, x, y, kappa, eps, step_sizes: as in :meth:`step`.
+          regularizer, operator, x, y, kappa, eps, step_sizes, kernels: as in :meth:`step`.
           decision: ``{"branch", "backtracks", "reduce_eps"}`` ``(B,)`` tensors from :meth:`step`'s
             diagnostics (branch codes ``BRANCH_*``).
-          dense_v: compute grad phi(x_t) for the whole batch (XLA needs static shapes) instead of
-            only for the samples that take the v branch (gathered; the default).
 
         Returns:
           ``(x_next, eps_next)``.
@@ -374,36 +383,27 @@ class LOAPhase(keras.layers.Layer):
         cdt, rdt = x.dtype, x.dtype.real_dtype
         branch = tf.convert_to_tensor(decision["branch"])
 
-        def grad_r(v, e):
-            return regularizer_value_and_grad(regularizer, v, e, self.grad_mode)[1]
+        def grad_r(v):
+            return regularizer_value_and_grad(regularizer, v, eps, self.grad_mode, kernels)[1]
 
-        # lines 3-4
+        # line 3
         grad_f = operator.data_grad(x, y)
         z = x - real_to_complex(alpha, cdt) * grad_f
-        u = z - real_to_complex(tau, cdt) * kap * grad_r(z, eps)
-        if not self.safeguard:
+        if not self.safeguard:  # line 4 only
+            u = z - real_to_complex(tau, cdt) * kap * grad_r(z)
             return tf.where((branch != BRANCH_INACTIVE)[:, tf.newaxis, tf.newaxis], u, x), eps
 
+        take_u = (branch == BRANCH_U)[:, tf.newaxis, tf.newaxis]
+        take_v = (branch == BRANCH_V)[:, tf.newaxis, tf.newaxis]
+        grad_r_at = grad_r(tf.where(take_v, x, z))  # grad r_eps(x_t) where v is taken, else grad r_eps(z_t)
+        # line 4
+        u = z - real_to_complex(tau, cdt) * kap * grad_r_at
         # lines 8-12: alpha_t rho^k as k successive multiplications by rho, exactly as the line search
         # computes it (a left-to-right cumulative product; tf.pow would differ by up to ~5e-5 at k = 40)
         k = tf.cast(decision["backtracks"], tf.int32)
         table = tf.math.cumprod(tf.concat([alpha[tf.newaxis], tf.fill([self.max_backtracks], cast_like(self.rho, rdt))], 0))
-        step = tf.gather(table, k)
-        take_u = (branch == BRANCH_U)[:, tf.newaxis, tf.newaxis]
-        take_v = branch == BRANCH_V
-        if dense_v:
-            grad_phi = grad_f + kap * grad_r(x, eps)
-            v = x - _img(step, cdt) * grad_phi
-        else:
-            idx = tf.where(take_v)[:, 0]
-            # never an empty sub-batch: graph-mode conv gradients fail on batch 0 ("input depth must
-            # be evenly divisible"), so with no v sample, sample 0 is computed and not selected
-            idx = tf.concat([idx, tf.zeros([1], idx.dtype)], 0)[: tf.maximum(tf.size(idx), 1)]
-            x_v = tf.gather(x, idx)
-            grad_phi_v = tf.gather(grad_f, idx) + tf.gather(kap, idx) * grad_r(x_v, tf.gather(eps, idx))
-            v_v = x_v - _img(tf.gather(step, idx), cdt) * grad_phi_v
-            v = tf.scatter_nd(idx[:, tf.newaxis], v_v, tf.shape(x, out_type=tf.int64))
-        x_next = tf.where(take_u, u, tf.where(take_v[:, tf.newaxis, tf.newaxis], v, x))
+        v = x - _img(tf.gather(table, k), cdt) * (grad_f + kap * grad_r_at)
+        x_next = tf.where(take_u, u, tf.where(take_v, v, x))
         # line 15 (the test itself was taken by the plan)
         eps_next = tf.where(tf.cast(decision["reduce_eps"], tf.bool), cast_like(self.gamma, rdt) * eps, eps)
         return x_next, eps_next

@@ -16,16 +16,16 @@ def cast_like(value, dtype: tf.DType) -> tf.Tensor:
 
 
 def _real_smoothed_relu(x: tf.Tensor, delta) -> tf.Tensor:
+    # (max(x, -d) + d)^2 / (4 d) is the quadratic piece x^2/(4d) + x/2 + d/4 and exactly 0 for x <= -d;
+    # few ops, since the network's graph (and its second-order gradient) repeats this many times
     d = cast_like(delta, x.dtype)
-    xc = tf.clip_by_value(x, -d, d)  # keeps the quadratic branch (and its gradients) bounded
-    quad = xc * xc / (4.0 * d) + 0.5 * xc + d / 4.0
-    return tf.where(x >= d, x, tf.where(x <= -d, tf.zeros_like(x), quad))
+    return tf.where(x >= d, x, tf.square(tf.maximum(x, -d) + d) / (4.0 * d))
 
 
 def _real_smoothed_relu_derivative(x: tf.Tensor, delta) -> tf.Tensor:
+    # (clip(x, -d, d) + d) / (2 d): exactly 0 below -d and exactly 1 above d
     d = cast_like(delta, x.dtype)
-    xc = tf.clip_by_value(x, -d, d)
-    return tf.where(x >= d, tf.ones_like(x), tf.where(x <= -d, tf.zeros_like(x), xc / (2.0 * d) + 0.5))
+    return (tf.clip_by_value(x, -d, d) + d) / (2.0 * d)
 
 
 def smoothed_relu(x: tf.Tensor, delta: float = 1e-3) -> tf.Tensor:

@@ -152,7 +152,8 @@ class LOANet(keras.Model):
             self._append_task(self.initial_omega)
         self._compiled_steps = {}
         # Reuse phi/grad phi of x_{t+1} (line 15) for line 5 of the next phase when eps is
-        # unchanged. Identical results either way; False only exists so benchmarks can compare.
+        # unchanged. The same results either way (to float32 rounding, tests/test_loa_net.py);
+        # False only exists so benchmarks can compare.
         self._reuse_energy_grad = True
         self.built = True  # every variable exists now (none depends on the input shape)
 
@@ -304,10 +305,11 @@ class LOANet(keras.Model):
         op, x, eps, active, kappa = self._init_state(y, mask, task_id)
         carry = None
         decisions = {k: [] for k in PLAN_KEYS}
+        kernels = self.regularizer.block_kernels(x.dtype.real_dtype)  # built once for all phases
         for phase in self.phases:
             x, eps, active, diag, carry = phase.step(
                 self.regularizer, op, x, y, kappa, eps, active, compute_diagnostics=False,
-                carry=carry if self._reuse_energy_grad else None, return_carry=True,
+                carry=carry if self._reuse_energy_grad else None, return_carry=True, kernels=kernels,
             )
             if record_decisions:
                 for k in PLAN_KEYS:
@@ -332,21 +334,22 @@ class LOANet(keras.Model):
         y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
         return self._plan(y, mask, task_id)
 
-    def _replay(self, y, mask, task_id, plan, dense_v: bool = False):
+    def _replay(self, y, mask, task_id, plan):
         op, x, eps, _, kappa = self._init_state(y, mask, task_id)
+        kernels = self.regularizer.block_kernels(x.dtype.real_dtype)  # built (and differentiated) once
         for t, phase in enumerate(self.phases):
             decision = {k: plan[k][t] for k in PLAN_KEYS}
-            x, eps = phase.update(self.regularizer, op, x, y, kappa, eps, decision, dense_v=dense_v)
+            x, eps = phase.update(self.regularizer, op, x, y, kappa, eps, decision, kernels=kernels)
         return x
 
-    def replay(self, inputs, plan, dense_v: bool = False):
+    def replay(self, inputs, plan):
         """x_T as a straight-line differentiable function of the weights, with ``plan``'s decisions.
 
         Equals ``plan["x"]`` (and :meth:`call`) when ``plan`` was made for the same inputs and
-        weights. ``dense_v=True`` evaluates the v-branch for the whole batch (static shapes, for XLA).
+        weights.
         """
         y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
-        return self._replay(y, mask, task_id, plan, dense_v=dense_v)
+        return self._replay(y, mask, task_id, plan)
 
     def _initial_carry(self, x):
         """A carry that forces line 5 to evaluate phi and grad phi (eps_c = NaN != eps)."""

@@ -119,16 +119,20 @@ def _num_replicas() -> int:
     return ctx.num_replicas_in_sync if ctx is not None else 1
 
 
-def predict_for_training(model, batch, dense_v: bool = False):
+def _replays(model) -> bool:
+    return hasattr(model, "plan") and hasattr(model, "replay")
+
+
+def predict_for_training(model, batch, plan=None):
     """The model's output to differentiate: plan + straight-line replay where the model offers it.
 
     For a :class:`~loa_meta.models.LOANet` the Algorithm 1 decisions are planned first (no gradient
-    recording), then x_T is replayed without ``tf.cond`` / ``tf.while_loop``, so nested tapes stay
-    cheap. Other models are called with ``training=True``.
+    recording; or given as ``plan``), then x_T is replayed without ``tf.cond`` /
+    ``tf.while_loop``, so nested tapes stay cheap. Other models are called with ``training=True``.
     """
     inputs = model_inputs(batch)
-    if hasattr(model, "plan") and hasattr(model, "replay"):
-        return model.replay(inputs, model.plan(inputs), dense_v=dense_v)
+    if _replays(model):
+        return model.replay(inputs, model.plan(inputs) if plan is None else plan)
     return model(inputs, training=True)
 
 
@@ -140,18 +144,23 @@ class GradientKernels:
     micro-batch and every step of the stage; micro-batches are looped over on the host, so the
     graph holds one copy of the network whatever the number of micro-batches.
 
-    * ``loss_grads(mb, n, wrt)``: Eq. 13 loss of ``mb`` and its gradient w.r.t. ``"theta"``,
+    * ``plan(mb)``: Algorithm 1's decisions for ``mb`` (``LOANet.plan`` without ``x``; ``{}`` for a
+      model without plan/replay). A kernel of its own, so that the differentiated kernels do not
+      each trace (and run) the sequential Algorithm 1 again: they take the plan as an input.
+    * ``loss_grads(mb, n, wrt, plan)``: Eq. 13 loss of ``mb`` and its gradient w.r.t. ``"theta"``,
       ``"omega"`` or ``"all"`` (first order; one kernel computes all blocks).
-    * ``penalty_hvp(mb, g_stop, lam, n)``: grad_{theta,omega} lambda <grad_theta L(mb), g_stop>
+    * ``penalty_hvp(mb, g_stop, lam, n, plan)``: grad_{theta,omega} lambda <grad_theta L(mb), g_stop>
       (reverse-over-reverse Hessian-vector product; summed over micro-batches it is the gradient
       of the Eq. 18 penalty lambda/2 ||g||^2 with g = stop_gradient of the full-batch gradient).
     * ``penalty_whole(b_tr, b_val, lam, n_tr, n_val)``: all of Eq. 18 for whole batches in one graph.
+
+    ``plan`` defaults to ``plan(mb)``.
 
     Args:
       model: the model (loa-meta call convention, optionally ``plan``/``replay``).
       theta, omega: the variable blocks.
       reduction: ``"sum"`` or ``"mean"`` (the loss of Eqs. 13-14).
-      jit_compile: compile the kernels with XLA (the v-branch then runs densely over the batch).
+      jit_compile: compile the kernels with XLA.
     """
 
     def __init__(self, model, theta, omega, reduction: str = "sum", jit_compile: bool = False):
@@ -161,9 +170,10 @@ class GradientKernels:
         opts = dict(autograph=False, jit_compile=self.jit_compile)
         # one first-order kernel for every block (the omega gradients cost next to nothing once the
         # backward pass runs), so a stage traces it once instead of once per block
-        self._loss_grads_all = tf.function(lambda mb, n: self._first_order(mb, n, "all"), **opts)
-        self.penalty_hvp = tf.function(self._hvp, **opts)
-        self.penalty_whole = tf.function(self._whole, **opts)
+        self._plan = tf.function(self._make_plan, **opts)
+        self._loss_grads_all = tf.function(lambda mb, n, plan: self._first_order(mb, n, plan, "all"), **opts)
+        self._hvp = tf.function(self._penalty_hvp, **opts)
+        self._whole = tf.function(self._penalty_whole, **opts)
 
     @property
     def model(self):
@@ -172,45 +182,61 @@ class GradientKernels:
     def _vars(self, wrt):
         return {"theta": self.theta, "omega": self.omega, "all": self.theta + self.omega}[wrt]
 
-    def _loss(self, batch, n):
-        pred = predict_for_training(self.model, batch, dense_v=self.jit_compile)
+    def _make_plan(self, batch):
+        plan = self.model.plan(model_inputs(batch))
+        return {k: v for k, v in plan.items() if k != "x"}
+
+    def _loss(self, batch, n, plan):
+        pred = predict_for_training(self.model, batch, plan=plan or None)
         return reconstruction_loss(pred, batch["target"], self.reduction, n)
 
-    def _first_order(self, mb, n, wrt):
+    def _first_order(self, mb, n, plan, wrt):
         with tf.GradientTape() as tape:
-            loss = self._loss(mb, n)
+            loss = self._loss(mb, n, plan)
         return loss, tape.gradient(loss, self._vars(wrt), unconnected_gradients=_ZERO)
 
-    def _hvp(self, mb, g_stop, lam, n):
+    def _penalty_hvp(self, mb, g_stop, lam, n, plan):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                loss = self._loss(mb, n)
+                loss = self._loss(mb, n, plan)
             g = inner.gradient(loss, self.theta, unconnected_gradients=_ZERO)
             ip = tf.add_n([tf.reduce_sum(a * tf.cast(b, a.dtype)) for a, b in zip(g, g_stop)])
             term = tf.cast(lam, loss.dtype) * tf.cast(ip, loss.dtype)
         return loss, g, outer.gradient(term, self.theta + self.omega, unconnected_gradients=_ZERO)
 
-    def _whole(self, b_tr, b_val, lam, n_tr, n_val):
+    def _penalty_whole(self, b_tr, b_val, lam, n_tr, n_val, plan_tr, plan_val):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                l_tr = self._loss(b_tr, n_tr)
+                l_tr = self._loss(b_tr, n_tr, plan_tr)
             g = inner.gradient(l_tr, self.theta, unconnected_gradients=_ZERO)
             g_stop = [tf.stop_gradient(x) for x in g]
             ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
-            l_val = self._loss(b_val, n_val)
+            l_val = self._loss(b_val, n_val, plan_val)
             surrogate = l_val + tf.cast(lam, l_val.dtype) * tf.cast(ip, l_val.dtype)
         grads = outer.gradient(surrogate, self.theta + self.omega, unconnected_gradients=_ZERO)
         return l_tr, l_val, g, grads
 
-    def loss_grads(self, mb, n, wrt: str):
+    def plan(self, mb):
+        """Algorithm 1's decisions for ``mb`` (``{}`` when the model does not plan)."""
+        return self._plan(mb) if _replays(self.model) else {}
+
+    def loss_grads(self, mb, n, wrt: str, plan=None):
         """(loss, gradients w.r.t. ``wrt`` = "theta", "omega" or "all") of one micro-batch."""
-        loss, grads = self._loss_grads_all(mb, n)
+        loss, grads = self._loss_grads_all(mb, n, self.plan(mb) if plan is None else plan)
         k = len(self.theta)
         return loss, {"theta": grads[:k], "omega": grads[k:], "all": grads}[wrt]
 
+    def penalty_hvp(self, mb, g_stop, lam, n, plan=None):
+        """(loss, g, grad_{theta,omega} lambda <g, g_stop>) of one micro-batch, g = grad_theta L(mb)."""
+        return self._hvp(mb, g_stop, lam, n, self.plan(mb) if plan is None else plan)
+
+    def penalty_whole(self, b_tr, b_val, lam, n_tr, n_val):
+        """(L(B_tr), L(B_val), g, grad_{theta,omega} of Eq. 18's surrogate) for whole batches."""
+        return self._whole(b_tr, b_val, lam, n_tr, n_val, self.plan(b_tr), self.plan(b_val))
+
     def tracing_count(self) -> int:
         """Traces made so far by all kernels (a stage must trace each kernel at most once per shape)."""
-        fns = [self._loss_grads_all, self.penalty_hvp, self.penalty_whole]
+        fns = [self._plan, self._loss_grads_all, self._hvp, self._whole]
         return sum(f.experimental_get_tracing_count() for f in fns)
 
 
@@ -362,9 +388,11 @@ def penalty_objective_and_grads(
     if kern is not None and len(mbs_tr) == 1 and len(mbs_val) == 1:
         l_tr, l_val, g_all, grads = kern.penalty_whole(btr, bval, lam, n_tr, n_val)
     elif kern is not None:
-        # (1) g = grad_theta L(B_tr), (2) lambda J_g^T g, (3) grad L(B_val): one kernel each
-        l_tr, g_all = _sum_over(kern.loss_grads(mb, n_tr, "theta") for mb in mbs_tr)
-        (grads,) = _sum_over(kern.penalty_hvp(mb, g_all, lam, n_tr)[2:] for mb in mbs_tr)
+        # (1) g = grad_theta L(B_tr), (2) lambda J_g^T g, (3) grad L(B_val): one kernel each;
+        # B_tr's micro-batches are planned once for (1) and (2)
+        plans = [kern.plan(mb) for mb in mbs_tr]
+        l_tr, g_all = _sum_over(kern.loss_grads(mb, n_tr, "theta", p) for mb, p in zip(mbs_tr, plans))
+        (grads,) = _sum_over(kern.penalty_hvp(mb, g_all, lam, n_tr, p)[2:] for mb, p in zip(mbs_tr, plans))
         l_val, gv = _sum_over(kern.loss_grads(mb, n_val, "all") for mb in mbs_val)
         grads = [a + b for a, b in zip(grads, gv)]
     elif len(mbs_tr) == 1 and len(mbs_val) == 1:

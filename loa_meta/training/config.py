@@ -53,11 +53,11 @@ class TrainConfig:
         m * H * W * num_phases <= ``microbatch_pixel_budget`` (at least 1). Gradients are
         accumulated exactly (the loss of Eqs. 13-14 is a sum over samples; for Eq. 18 see
         ``penalty_objective_and_grads``), so this only trades speed for memory. With the default
-        budget the paper configuration (160x180, 11 phases, B_tr = B_val = 8) runs micro-batches of
-        4 (6.6 GB peak RSS with the compiled engine, within the paper's 11 GB and the 7 GB target;
-        docs/benchmarks_training.md), while small images keep whole batches.
+        budget the paper configuration (160x180, 11 phases, B_tr = B_val = 8) runs whole batches
+        (4.8 GB peak RSS with the compiled engine, within the paper's 11 GB and the 7 GB target;
+        docs/benchmarks_training.md), and so do smaller images.
       microbatch_pixel_budget: the ``"auto"`` budget in pixels x phases per micro-batch (default
-        four 160x180 images through 11 phases).
+        eight 160x180 images through 11 phases).
       model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
       global_clipnorm: if set, Adam rescales each step's gradients so that their global norm is at
         most this (Keras ``global_clipnorm``; beyond the paper, which states no clipping; None = off).
@@ -80,7 +80,7 @@ class TrainConfig:
     compile_steps: bool = True
     jit_compile: bool = False
     microbatch_size: Any = "auto"
-    microbatch_pixel_budget: int = 4 * 160 * 180 * 11
+    microbatch_pixel_budget: int = 8 * 160 * 180 * 11
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
     global_clipnorm: Optional[float] = None
 
