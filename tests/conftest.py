@@ -13,6 +13,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: integration tests that take more than a few seconds")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first, otherwise in collection order: under pytest-xdist (``-n``) the long tests
+    start at once on the workers, so the run does not end with one worker finishing a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -74,6 +74,7 @@ def _pid_stage(d):
     return {"pid": os.getpid(), "dir": d}
 
 
+@pytest.mark.slow
 def test_stage_runner_worker_pool_runs_stages_in_other_processes_and_resumes(tmp_path):
     """Stages run in spawned workers, resume, report failures; a training stage gives bit-identical
     weights in this process and in each worker, so ``--workers`` cannot change the tables (checked

@@ -107,6 +107,7 @@ def _meta_batches(seed=0):
     return b
 
 
+@pytest.mark.slow
 def test_kernels_match_sequential_penalty_gradient_and_do_not_retrace():
     model = _mixed_model()
     bt, bv = _meta_batches(3), _meta_batches(4)
@@ -143,6 +144,7 @@ def _sequential_penalty(model, bt, bv, lam):
     return float(obj), [v.numpy() for v in grads]
 
 
+@pytest.mark.slow
 def test_first_order_kernel_matches_sequential():
     wrt = "all"  # one kernel serves every block; "theta"/"omega" are slices of this result
     model = _mixed_model()
@@ -170,6 +172,7 @@ def test_branch_statistics_per_phase():
     assert branch_summary_line(st) == "phases u*k bt 15.8"
 
 
+@pytest.mark.slow
 def test_a_training_stage_traces_each_kernel_once(tmp_path):
     """Algorithm 2 with a real LOANet: after the first outer iteration nothing is traced again."""
     from loa_meta.training import MetaConfig, train_meta

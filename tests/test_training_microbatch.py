@@ -52,6 +52,7 @@ def test_penalty_gradient_microbatched_equals_full_batch_float64(mb, reduction):
     assert _rel_err(go0, go_mb) > 1e-6
 
 
+@pytest.mark.slow
 def test_penalty_gradient_microbatched_equals_full_batch_loanet_float32():
     tr, va = make_arrays(2, seed=0), make_arrays(2, seed=50)
     bt, bv = fixed_batch(tr, [0, 2, 1, 3]), fixed_batch(va, [1, 3, 0])
