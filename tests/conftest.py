@@ -19,6 +19,19 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.fixture(scope="session")
+def quickstart_smoke(tmp_path_factory):
+    """One ``experiments.quickstart --smoke --workers=2`` run (the Section 5 protocol at seconds scale on
+    demo data, training stages in two worker processes), shared by the quickstart and protocol tests;
+    its users are in xdist group "quickstart_smoke", so it runs once per test session."""
+    from tests.test_experiments_train import run_app
+
+    wd = str(tmp_path_factory.mktemp("quickstart") / "q")
+    proc = run_app("experiments.quickstart", f"--workdir={wd}", "--smoke", "--workers=2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return wd, proc
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
