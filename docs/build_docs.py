@@ -45,7 +45,8 @@ built[root / "docs" / "FIDELITY.md"] = "\n".join(out).rstrip() + "\n"
 
 bparts = [("quality", "Quality on the demo data (issue 6 item 4)"), ("network", "Network speed: Algorithm 1 inference and training step (issue 3)"),
           ("speed", "Speed and memory scaling, LOANet vs classical TV (issue 6 item 5)"), ("training", "Training: bilevel step time and memory (issue 4)"),
-          ("classical", "Classical TV reconstruction (issue 6)"), ("data", "Data preparation (issue 5)")]
+          ("classical", "Classical TV reconstruction (issue 6)"), ("data", "Data preparation (issue 5)"),
+          ("tests", "Test suite duration (issue 13 item 7)")]
 out = ["# Benchmarks", "",
        "Speed, memory and quality of loa-meta, each with the command that produced it. Measured on the",
        "development machine: 2 CPU cores, 24 GB RAM, no GPU, shared with other jobs during the session, so",

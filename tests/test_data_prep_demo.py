@@ -29,6 +29,7 @@ def tree(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.xdist_group("demo_tree")  # the three share one demo tree (module fixture)
 @pytest.mark.slow
 def test_demo_volumes_grid_affine_and_contrast(tree):
     out, summary = tree
@@ -54,6 +55,7 @@ def test_demo_volumes_grid_affine_and_contrast(tree):
     assert 0.8 < dice < 0.995
 
 
+@pytest.mark.xdist_group("demo_tree")  # the three share one demo tree (module fixture)
 @pytest.mark.slow
 def test_demo_tree_prepares_like_brats(tree, tmp_path):
     out, _ = tree
@@ -73,6 +75,7 @@ def test_missing_nilearn_message(monkeypatch, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.xdist_group("demo_tree")  # the three share one demo tree (module fixture)
 @pytest.mark.slow
 def test_demo_is_seeded_and_independent_of_workers(tree, tmp_path):
     out, _ = tree

@@ -1,5 +1,5 @@
-"""experiments.reproduce: the protocol with --preset=tiny completes, writes the tables, and a re-run
-skips every completed stage; stage bookkeeping and the paper-claims summary in process."""
+"""experiments.reproduce: the protocol at smoke scale completes, writes the tables, and a re-run skips
+every completed stage; stage bookkeeping, the worker pool and the paper-claims summary in process."""
 
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def _pid_stage(d):
     return {"pid": os.getpid(), "dir": d}
 
 
+@pytest.mark.slow
 def test_stage_runner_worker_pool_runs_stages_in_other_processes_and_resumes(tmp_path):
     """Stages run in spawned workers, resume, report failures; a training stage gives bit-identical
     weights in this process and in each worker, so ``--workers`` cannot change the tables (checked
@@ -109,33 +110,31 @@ def test_stage_runner_worker_pool_runs_stages_in_other_processes_and_resumes(tmp
     assert not os.path.isfile(os.path.join(str(tmp_path), "boom", "COMPLETE.json"))
 
 
+@pytest.mark.xdist_group("quickstart_smoke")
 @pytest.mark.slow
-def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
+def test_protocol_writes_tables_and_claims_and_resumes(quickstart_smoke):
+    """The protocol (``run_protocol``) as the quickstart runs it at smoke scale: seen radial 10/40 %,
+    unseen 25 %, training stages in two worker processes; a re-run skips every stage. The reproduce
+    app's own flags and its conventional run on the unseen task are run by tests/test_readme.py."""
     from experiments.common import load_model
 
-    prepared = write_prepared(str(tmp_path / "p"))
-    wd = str(tmp_path / "rep")
-    args = (f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny", "--tasks=radial:0.2,radial:0.4",
-            "--unseen_tasks=radial:0.3", "--cartesian_tasks=none", "--noreduced", "--noista")
-    # the training stages in two worker processes (results do not depend on it, see above)
-    proc = run_app("experiments.reproduce", *args, "--workers=2")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "worker processes" in proc.stderr
+    wd, _ = quickstart_smoke
     ev = os.path.join(wd, "evaluation")
     for f in ("table_seen.md", "table_seen.csv", "table_unseen.md", "table_unseen.csv", "claims.json",
               "summary.md", "figure_seen.png", "COMPLETE.json"):
         assert os.path.isfile(os.path.join(ev, f)), f
-    for stage in ("meta", "conv/radial_0.20", "conv/radial_0.40", "conv/radial_0.30", "adapt/radial_0.30"):
+    for stage in ("meta", "conv/radial_0.10", "conv/radial_0.40", "adapt/radial_0.25"):
         assert os.path.isfile(os.path.join(wd, stage, "COMPLETE.json")), stage
         assert os.path.isfile(os.path.join(wd, stage, "model.keras")), stage
+    seen = (("radial_0.10", "radial:0.1"), ("radial_0.40", "radial:0.4"))
     rows = list(csv.DictReader(open(os.path.join(ev, "table_seen.csv"))))
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("radial_0.20", "radial_0.40")
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t, _ in seen
                                                         for m in ("Zero-filled", "TV", "Conventional", "Meta-learning")}
     assert [r["method"] for r in rows[:2]] == ["Zero-filled", "TV"]  # TV next to zero-filled
     psnr = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in rows}
     claims = json.load(open(os.path.join(ev, "claims.json")))
     meta = load_model(os.path.join(wd, "meta", "model.keras"))
-    for t, spec in (("radial_0.20", "radial:0.2"), ("radial_0.40", "radial:0.4")):
+    for t, spec in seen:
         assert claims["meta_minus_zero_filled_seen_per_task_db"][t] == pytest.approx(
             psnr[(t, "Meta-learning")] - psnr[(t, "Zero-filled")], abs=1e-9)
         assert claims["meta_minus_tv_seen_per_task_db"][t] == pytest.approx(
@@ -145,23 +144,23 @@ def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
         omega = float(np.asarray(meta.omegas[meta.task_specs.index(spec)]))
         sigma = [float(r["sigma_omega"]) for r in rows if r["task"] == t and r["method"] == "Meta-learning"][0]
         assert sigma == pytest.approx(1 / (1 + np.exp(-omega)), rel=1e-6)
-    adapted = load_model(os.path.join(wd, "adapt", "radial_0.30", "model.keras"))
-    assert adapted.task_specs == ["radial:0.2", "radial:0.4", "radial:0.3"]
+    adapted = load_model(os.path.join(wd, "adapt", "radial_0.25", "model.keras"))
+    assert adapted.task_specs == ["radial:0.1", "radial:0.4", "radial:0.25"]
     unseen = {(r["task"], r["method"]) for r in csv.DictReader(open(os.path.join(ev, "table_unseen.csv")))}
-    assert ("radial_0.30", "TV") in unseen
+    assert unseen == {("radial_0.25", m) for m in ("Zero-filled", "TV", "Meta-learning")}  # no conventional here
     # More samples -> a better zero-filled image (sanity of the masks/evaluation wiring).
-    assert psnr[("radial_0.40", "Zero-filled")] > psnr[("radial_0.20", "Zero-filled")]
+    assert psnr[("radial_0.40", "Zero-filled")] > psnr[("radial_0.10", "Zero-filled")]
     # every stage used the one mask set in <workdir>/masks
-    m = np.load(os.path.join(wd, "masks", "radial_0.30.npy"))
-    np.testing.assert_array_equal(m, np.load(os.path.join(wd, "adapt", "radial_0.30", "masks", "radial_0.30.npy")))
+    m = np.load(os.path.join(wd, "masks", "radial_0.25.npy"))
+    np.testing.assert_array_equal(m, np.load(os.path.join(wd, "adapt", "radial_0.25", "masks", "radial_0.25.npy")))
     summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
-    assert len(summary["stages_run"]) == 6 and summary["stages_skipped"] == []
+    assert len(summary["stages_run"]) == 5 and summary["stages_skipped"] == []
 
     before = os.path.getmtime(os.path.join(ev, "table_seen.md"))
     t0 = time.time()
-    proc = run_app("experiments.reproduce", *args)
+    proc = run_app("experiments.quickstart", f"--workdir={wd}", "--smoke", "--workers=2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
-    assert summary["stages_run"] == [] and len(summary["stages_skipped"]) == 6
+    assert summary["stages_run"] == [] and len(summary["stages_skipped"]) == 5
     assert os.path.getmtime(os.path.join(ev, "table_seen.md")) == before
     assert "already complete" in proc.stderr and time.time() - t0 < 120

@@ -77,6 +77,7 @@ def meta_run(prepared, tmp_path_factory):
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.xdist_group("meta_run")  # the three share one train_meta run (module fixture)
 @pytest.mark.slow
 def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
     import keras
@@ -109,6 +110,7 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
     assert "sigma(omega)" in proc.stdout
 
 
+@pytest.mark.xdist_group("meta_run")  # the three share one train_meta run (module fixture)
 @pytest.mark.slow
 def test_train_meta_rerun_skips_finished_run(meta_run, prepared):
     from experiments import training_common as tc
@@ -122,6 +124,7 @@ def test_train_meta_rerun_skips_finished_run(meta_run, prepared):
     assert os.path.getmtime(os.path.join(wd, "model.keras")) == before
 
 
+@pytest.mark.xdist_group("meta_run")  # the three share one train_meta run (module fixture)
 @pytest.mark.slow
 def test_adapt_adds_one_task_and_keeps_theta(meta_run, prepared, tmp_path):
     import tensorflow as tf

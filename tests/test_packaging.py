@@ -30,6 +30,7 @@ def test_standard_build_backend_reads_metadata_from_pyproject(tmp_path):
         assert f"Requires-Dist: {req}" in lines, req
     assert 'Requires-Dist: nilearn>=0.10; extra == "demo"' in lines
     assert 'Requires-Dist: pytest>=7; extra == "test"' in lines
+    assert 'Requires-Dist: pytest-xdist>=3; extra == "test"' in lines  # the README test command's -n 2
     assert not any("addons" in line for line in lines if line.startswith("Requires-Dist"))  # no tensorflow-addons
     assert meta.split("\n\n", 1)[1].startswith("# loa-meta")  # README as the long description
     pyproject = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()

@@ -48,13 +48,13 @@ def test_quickstart_verdict_needs_tv_at_every_ratio_and_conventional_on_average(
     assert verdict(_summary({"radial_0.10": 0.5}, zf, None))[0] is False
 
 
+@pytest.mark.xdist_group("quickstart_smoke")
 @pytest.mark.slow
-def test_quickstart_smoke_runs_whole_pipeline(tmp_path):
-    # one process (the worker pool and resuming are tested once, in test_experiments_reproduce.py)
-    wd = str(tmp_path / "q")
-    proc = run_app("experiments.quickstart", f"--workdir={wd}", "--smoke", "--workers=1")
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def test_quickstart_smoke_runs_whole_pipeline(quickstart_smoke):
+    # the run's tables, claims and resuming are checked in test_experiments_reproduce.py
+    wd, proc = quickstart_smoke
     assert "meta-learning vs TV" in proc.stdout and "tensorboard --logdir" in proc.stdout
+    assert "worker processes" in proc.stderr  # the training stages ran in the worker pool (--workers=2)
     for stage in ("data/demo_tree", "data/prepared", "meta", "conv/radial_0.10", "conv/radial_0.40",
                   "adapt/radial_0.25", "evaluation"):
         assert os.path.isfile(os.path.join(wd, stage, "COMPLETE.json")), stage

@@ -8,6 +8,8 @@ command of the README block runs verbatim (two at a time) from a directory holdi
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shlex
@@ -106,3 +108,11 @@ def test_readme_examples_run_as_written(quickstart_outputs):
         assert os.path.isfile(os.path.join(runs, path)), path
     table = open(os.path.join(runs, "eval", "table.md"), encoding="utf-8").read()
     assert "radial" in table and "meta" in table
+    # the reproduce app's flags reach the protocol: one seen and one unseen task, no reduced-data or
+    # ISTA-Net+ stages, and (unlike the quickstart) conventional learning on the unseen task too
+    rep = os.path.join(runs, "reproduce_tiny")
+    summary = json.load(open(os.path.join(rep, "reproduce_summary.json")))
+    assert sorted(summary["stages_run"]) == ["adapt/radial_0.25", "conv/radial_0.20", "conv/radial_0.25", "evaluation",
+                                             "meta"]
+    unseen = {(r["task"], r["method"]) for r in csv.DictReader(open(os.path.join(rep, "evaluation", "table_unseen.csv")))}
+    assert unseen == {("radial_0.25", m) for m in ("Zero-filled", "TV", "Conventional", "Meta-learning")}

@@ -58,6 +58,7 @@ def test_meta_stage_ends_on_delta_tol_after_its_epochs(tmp_path):
     assert _outer_per_stage(hist) == [6, 6]
 
 
+@pytest.mark.slow
 def test_meta_stage_ends_on_the_heldout_plateau(tmp_path):
     # lr 1e-12: the held-out loss cannot improve, so after the first evaluation (the stage's best)
     # `patience` = 2 further evaluations without improvement end the stage at outer iteration 3,
