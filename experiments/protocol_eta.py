@@ -191,6 +191,16 @@ class ProtocolProgress:
             self._files, self._read_at = self._read(), time.monotonic()
         return protocol_eta(self.stages, *self._files, self.workers, current)
 
-    def hook(self, name: str):
-        """``run_eta -> (protocol ETA, label)`` for the progress lines of stage ``name``."""
-        return lambda run_eta: (self.eta((name, run_eta)), self.LABEL)
+    def hook(self, name: str) -> "StageHook":
+        """``run_eta -> (protocol ETA, label)`` for the progress lines of stage ``name`` (picklable)."""
+        return StageHook(self, name)
+
+
+class StageHook:
+    """The :func:`loa_meta.training.progress.set_eta_hook` function of one stage of a protocol."""
+
+    def __init__(self, protocol: ProtocolProgress, name: str):
+        self.protocol, self.name = protocol, name
+
+    def __call__(self, run_eta: Optional[float]) -> Tuple[Optional[float], str]:
+        return self.protocol.eta((self.name, run_eta)), self.protocol.LABEL

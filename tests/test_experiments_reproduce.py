@@ -111,7 +111,9 @@ def test_stage_runner_worker_pool_runs_stages_in_other_processes_and_resumes(tmp
 
 @pytest.mark.slow
 def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
+    from experiments import reproduce
     from experiments.common import load_model
+    from experiments.presets import get_preset
 
     prepared = write_prepared(str(tmp_path / "p"))
     wd = str(tmp_path / "rep")
@@ -156,6 +158,16 @@ def test_reproduce_tiny_completes_writes_tables_and_resumes(tmp_path):
     np.testing.assert_array_equal(m, np.load(os.path.join(wd, "adapt", "radial_0.30", "masks", "radial_0.30.npy")))
     summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
     assert len(summary["stages_run"]) == 6 and summary["stages_skipped"] == []
+    # one ETA for the whole protocol on the training lines and after each stage, from step budgets
+    # known in advance: the adaptation runs exactly its budget, a stair-wise stage at most its own
+    assert "(all stages)" in proc.stderr and "more stage(s) | ETA" in proc.stderr
+    seen, new = reproduce._parse(["radial:0.2", "radial:0.4"]), reproduce._parse(["radial:0.3"])
+    work = {w.name: w for w in reproduce.protocol_work(prepared, get_preset("tiny"), seen, seen + new, new, False, False)}
+    assert sorted(work) == sorted(["meta", "conv/radial_0.20", "conv/radial_0.40", "conv/radial_0.30", "adapt/radial_0.30"])
+    steps = {n: json.load(open(os.path.join(wd, n, "COMPLETE.json")))["steps"] for n in work}
+    assert steps["adapt/radial_0.30"] == sum(n for n, _ in work["adapt/radial_0.30"].plan)
+    for n in ("conv/radial_0.20", "conv/radial_0.40", "conv/radial_0.30"):
+        assert 0 < steps[n] <= sum(k for k, _ in work[n].plan), n
 
     before = os.path.getmtime(os.path.join(ev, "table_seen.md"))
     t0 = time.time()
