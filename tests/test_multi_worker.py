@@ -169,3 +169,15 @@ def test_cluster_watcher_kills_a_process_that_waits_too_long_and_spares_one_that
     assert sleeper.poll() is None
     sleeper.kill()
     sleeper.wait()
+
+
+def test_app_without_tf_config_is_a_usage_error_before_tensorflow_starts(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-m", "experiments.train_meta", "--distribute=multi_worker",
+                           f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("experiments.train_meta: error: --distribute: the environment variable TF_CONFIG "
+                                  "is not set"), proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
