@@ -90,11 +90,21 @@ def filter_startup_lines(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not STARTUP_NOISE.search(line))
 
 
+_REAL_STDERR = [2]  # the descriptor of the process's own stderr, also while it is captured
+
+
+def real_stderr() -> int:
+    """The file descriptor of the process's stderr, also inside the quiet start-up window (for a
+    process started there that must be able to report, e.g. a watchdog)."""
+    return _REAL_STDERR[-1]
+
+
 @contextlib.contextmanager
 def _stderr_captured():
     """Capture file descriptor 2; afterwards write what is not start-up chatter back to stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
+    _REAL_STDERR.append(saved)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
@@ -102,6 +112,7 @@ def _stderr_captured():
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
+            _REAL_STDERR.pop()
             os.close(saved)
             captured.seek(0)
             rest = filter_startup_lines(captured.read().decode("utf-8", errors="replace"))
@@ -112,7 +123,10 @@ def _stderr_captured():
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Makes the first ``import tensorflow`` (wherever it happens) run with stderr captured, and
-    initialises TensorFlow's devices inside the same window (cuInit on a CPU-only machine)."""
+    initialises TensorFlow's devices inside the same window (cuInit on a CPU-only machine), unless
+    :func:`start_tensorflow` initialises them itself."""
+
+    skip_devices = False
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "tensorflow":
@@ -126,13 +140,35 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         def quiet_exec_module(module):
             with _stderr_captured():
                 exec_module(module)
-                module.config.list_logical_devices()
+                if not self.skip_devices:
+                    module.config.list_logical_devices()
 
         spec.loader.exec_module = quiet_exec_module
         return spec
 
 
 _FINDER = _QuietTensorFlowImport()
+
+
+def start_tensorflow(init):
+    """Import TensorFlow and call ``init()`` first thing, before its devices are initialised (a
+    multi-worker strategy must be created then); quietly, like every first import. Returns ``init()``.
+
+    If TensorFlow is imported already, ``init()`` is simply called (and may find it too late).
+    """
+    if "tensorflow" in sys.modules or _FINDER not in sys.meta_path:
+        import tensorflow  # noqa: F401
+
+        return init()
+    # init runs after the import has returned: threads it starts may import TensorFlow modules,
+    # which would wait forever for the import lock held during the import
+    _FINDER.skip_devices = True
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        _FINDER.skip_devices = False
+    with _stderr_captured():
+        return init()
 
 
 def install_quiet_import() -> None:

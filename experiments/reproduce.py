@@ -23,6 +23,7 @@ All stages share the masks in ``<workdir>/masks`` (built once from ``--mask_seed
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -34,6 +35,7 @@ from absl import flags, logging
 
 from experiments import cli, common, training_common as tc
 from experiments.presets import Preset, get_preset
+from experiments.protocol_eta import ProtocolProgress, StageWork, stair_plan
 
 FLAGS = flags.FLAGS
 
@@ -55,23 +57,30 @@ class Stage:
         return getattr(tc, self.fn)(*self.before, stage_dir, *self.after, **self.kwargs)
 
 
-def _execute(sub: str, stage: Callable[[str], dict]) -> Tuple[dict, float]:
-    """Run one stage in ``sub``, mark it complete; returns (info, seconds)."""
+def _execute(sub: str, stage: Callable[[str], dict], eta_hook=None) -> Tuple[dict, float]:
+    """Run one stage in ``sub``, mark it complete; returns (info, seconds). Its progress lines show
+    ``eta_hook``'s ETA (the whole protocol's) instead of the stage's own."""
+    from loa_meta.training import progress
+
     t = time.time()
-    info = stage(sub)
+    progress.set_eta_hook(eta_hook)
+    try:
+        info = stage(sub)
+    finally:
+        progress.set_eta_hook(None)
     if not tc.is_complete(sub):
         tc.mark_complete(sub, info)
     return info, time.time() - t
 
 
-def _run_in_worker(sub: str, stage: Callable[[str], dict], verbosity: int) -> Tuple[dict, float]:
+def _run_in_worker(sub: str, stage: Callable[[str], dict], verbosity: int, eta_hook=None) -> Tuple[dict, float]:
     """Body of a worker process: :func:`_execute` after setting up logging (as the app's) and GPU memory growth."""
     cli.init_worker(verbosity)
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):  # several workers may share one GPU
         tf.config.experimental.set_memory_growth(gpu, True)
-    return _execute(sub, stage)
+    return _execute(sub, stage, eta_hook)
 
 
 class StageRunner:
@@ -82,8 +91,9 @@ class StageRunner:
     ``COMPLETE.json`` marker, so the results do not depend on the number of workers).
     """
 
-    def __init__(self, workdir: str, total: int):
+    def __init__(self, workdir: str, total: int, protocol: Optional[ProtocolProgress] = None):
         self.workdir, self.total, self.done, self.t0 = workdir, total, 0, time.time()
+        self.protocol = protocol
         self.skipped: List[str] = []
         self.ran: List[str] = []
 
@@ -98,10 +108,16 @@ class StageRunner:
     def _finished(self, name: str, dt: float) -> None:
         self.done += 1
         self.ran.append(name)
-        # No protocol-wide ETA here: stages differ in cost by orders of magnitude (a mean over finished
-        # stages was off by 3.5x); each training stage's own progress lines carry its ETA.
-        logging.info("[%d/%d] stage %s done in %.0f s; elapsed %.0f s; %d more stage(s)",
-                     self.done, self.total, name, dt, time.time() - self.t0, self.total - self.done)
+        eta = ""
+        if self.protocol is not None:
+            from loa_meta.training.progress import format_seconds  # imports TensorFlow
+
+            eta = " | ETA %s (%s)" % (format_seconds(self.protocol.eta()), self.protocol.LABEL)
+        logging.info("[%d/%d] stage %s done in %.0f s; elapsed %.0f s; %d more stage(s)%s",
+                     self.done, self.total, name, dt, time.time() - self.t0, self.total - self.done, eta)
+
+    def _hook(self, name: str):
+        return None if self.protocol is None else self.protocol.hook(name)
 
     def run(self, name: str, fn: Callable[[str], dict]) -> dict:
         sub = os.path.join(self.workdir, name)
@@ -109,7 +125,7 @@ class StageRunner:
         if info is not None:
             return info
         logging.info("[%d/%d] stage %s ...", self.done + 1, self.total, name)
-        info, dt = _execute(sub, fn)
+        info, dt = _execute(sub, fn, self._hook(name))
         self._finished(name, dt)
         return info
 
@@ -136,7 +152,8 @@ class StageRunner:
         logging.info("running %d stage(s) in %d worker processes: %s", len(todo), n, ", ".join(t[0] for t in todo))
         ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
         try:
-            futures = {ex.submit(_run_in_worker, sub, fn, logging.get_verbosity()): name for name, sub, fn in todo}
+            futures = {ex.submit(_run_in_worker, sub, fn, logging.get_verbosity(), self._hook(name)): name
+                       for name, sub, fn in todo}
             for fut in as_completed(futures):
                 info, dt = fut.result()
                 out[futures[fut]] = info
@@ -225,6 +242,52 @@ def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], 
     return out
 
 
+def _meta_outer_iterations(preset: Preset, n_train: int) -> int:
+    """Outer iterations of one meta-learning stage: until delta <= delta_tol at one decay per epoch
+    (``Algorithm2Schedule.outer_iterations_to_tol``; run_meta passes no ``epochs`` here)."""
+    decays = math.ceil(math.log(preset.delta_tol / preset.delta0) / math.log(preset.nu_delta) - 1e-12)
+    return decays * math.ceil(n_train / preset.per_task_batch)
+
+
+def protocol_work(data_dir: str, preset: Preset, seen, conv_tasks, new_tasks, reduced: bool, ista: bool
+                  ) -> List[StageWork]:
+    """The step budget of every training stage of :func:`run_protocol`, in its start order
+    (group 0: the training stages, group 1: the adaptations); see :mod:`experiments.protocol_eta`."""
+    sizes = {1.0: tc.split_data(data_dir, preset)}
+    if reduced:
+        sizes[preset.reduced_fraction] = tc.split_data(data_dir, preset, preset.reduced_fraction)
+    p0, p1, stair = preset.initial_phases, preset.num_phases, preset.stairwise
+
+    def meta(name, frac):
+        n_tr = len(sizes[frac]["train"])
+        outer = _meta_outer_iterations(preset, n_tr)
+        spo = float(preset.theta_steps + 1)
+        plan = stair_plan(outer * (p1 - p0 + 1 if stair else 1), p0, p1, stair, outer)
+        if preset.meta_max_steps:  # a cap on optimizer steps: at the guessed steps per outer iteration
+            plan = stair_plan(min(sum(n for n, _ in plan), int(preset.meta_max_steps / spo)), p0, p1, stair, outer)
+        return StageWork(name, "meta", 0, plan, 2 * preset.per_task_batch * len(seen), spo)
+
+    def conv(name, frac, model_type):
+        n = len(sizes[frac]["pool"])
+        total = tc.conventional_steps(preset, n, model_type)
+        kind = "conventional" if model_type == "loa" else "ista"
+        return StageWork(name, kind, 0, stair_plan(total, p0, p1, stair and model_type == "loa"),
+                         min(preset.conv_batch, n))
+
+    work = [meta("meta", 1.0)] + ([meta("meta_reduced", preset.reduced_fraction)] if reduced else [])
+    work += [conv(f"conv/{t.name}", 1.0, "loa") for t in conv_tasks]
+    if reduced:
+        work += [conv(f"conv_reduced/{t.name}", preset.reduced_fraction, "loa") for t in seen]
+    if ista:
+        work += [conv(f"ista/{t.name}", 1.0, "ista_net_plus") for t in seen]
+    n_train = len(tc.load_images(data_dir, "train"))
+    n_img = min(preset.adapt_images, n_train) if preset.adapt_images else n_train
+    batch = min(preset.adapt_batch, n_img)
+    steps = tc.adapt_steps(preset, n_img, batch)
+    work += [StageWork(f"adapt/{t.name}", "adapt", 1, ((steps, p1),), batch) for t in new_tasks]
+    return work
+
+
 def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mask_seed: int = 0,
                  seen=None, unseen=None, cartesian=None, reduced: bool = True, ista: bool = True,
                  conventional_unseen: bool = True, figures: bool = True, title: str = "", workers: int = 1) -> dict:
@@ -251,7 +314,8 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
     conv_tasks = seen + (new_tasks if conventional_unseen else [])
     n_stages = (1 + int(reduced) + len(conv_tasks) + (len(seen) if reduced else 0) + (len(seen) if ista else 0)
                 + len(new_tasks) + 1)
-    runner = StageRunner(workdir, n_stages)
+    runner = StageRunner(workdir, n_stages, ProtocolProgress(
+        workdir, protocol_work(data_dir, preset, seen, conv_tasks, new_tasks, reduced, ista), workers))
     kw = dict(seed=seed, mask_seed=mask_seed, mask_dir=mask_dir)
     frac = dict(data_fraction=preset.reduced_fraction)
     training = [("meta", Stage("run_meta", (data_dir, seen), (preset,), **kw))]

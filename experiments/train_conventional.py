@@ -18,6 +18,7 @@ from experiments import cli, common, training_common as tc
 FLAGS = flags.FLAGS
 
 tc.define_common_flags()
+tc.define_distribute_flags()
 flags.DEFINE_string("task", None, "One task spec, e.g. radial:0.2 (conventional learning trains one task per run).")
 flags.DEFINE_integer("batch_size", None, "Override: batch size (paper 25).")
 
@@ -33,12 +34,10 @@ def _main():
         raise common.usage_error("batch_size", f"must be a positive integer, but received: {FLAGS.batch_size}")
     preset = tc.preset_from_flags(dict(conv_batch=FLAGS.batch_size))
     common.require_dir("data_dir", FLAGS.data_dir)
-    workdir = common.prepare_workdir(FLAGS.workdir)
-    common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), app=APP, resolved_preset=preset.to_dict()),
-                             name="flags.json")
+    workdir, strategy = tc.start_run(_OWN, app=APP, resolved_preset=preset.to_dict())
     info = tc.run_conventional(FLAGS.data_dir, tasks[0], workdir, preset, model_type=MODEL_TYPE, seed=FLAGS.seed,
                                mask_seed=FLAGS.mask_seed, data_fraction=FLAGS.data_fraction, mask_dir=FLAGS.mask_dir,
-                               epochs=FLAGS.epochs, max_steps=FLAGS.max_steps)
+                               epochs=FLAGS.epochs, max_steps=FLAGS.max_steps, strategy=strategy)
     print(f"model: {info['model']}\nTensorBoard: tensorboard --logdir {workdir}")
 
 

@@ -19,6 +19,7 @@ from experiments import cli, common, training_common as tc
 FLAGS = flags.FLAGS
 
 tc.define_common_flags()
+tc.define_distribute_flags()
 flags.DEFINE_list("tasks", list(("radial:0.1", "radial:0.2", "radial:0.3", "radial:0.4")),
                   "Comma list of task specs (one task = one mask), e.g. radial:0.1,radial:0.2.")
 flags.DEFINE_integer("per_task_batch", None, "Override: J, samples per task in a cross-task batch (paper: 2 x 4 = 8).")
@@ -43,12 +44,10 @@ def _main():
                                        lambda0=FLAGS.lambda0, delta_tol=FLAGS.delta_tol,
                                        omega_learning_rate=FLAGS.omega_learning_rate))
     common.require_dir("data_dir", FLAGS.data_dir)
-    workdir = common.prepare_workdir(FLAGS.workdir)
-    common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_preset=preset.to_dict()),
-                             name="flags.json")
+    workdir, strategy = tc.start_run(_OWN, resolved_preset=preset.to_dict())
     info = tc.run_meta(FLAGS.data_dir, tasks, workdir, preset, seed=FLAGS.seed, mask_seed=FLAGS.mask_seed,
                        data_fraction=FLAGS.data_fraction, mask_dir=FLAGS.mask_dir, epochs=FLAGS.epochs,
-                       max_steps=FLAGS.max_steps)
+                       max_steps=FLAGS.max_steps, strategy=strategy)
     print(f"model: {info['model']}\nsigma(omega): {info.get('sigma_omega')}\n"
           f"TensorBoard: tensorboard --logdir {workdir}")
 

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import common
+from experiments import cli, common
 from experiments.presets import Preset, delta_tol_after, get_preset
 
 COMPLETE = "COMPLETE.json"
@@ -64,6 +64,67 @@ def define_model_option_flags() -> None:
     flags.DEFINE_float("global_clipnorm", None, "Override: Adam global gradient-norm clipping (paper: none).")
     flags.DEFINE_boolean("safeguard", None, "Override: Algorithm 1's safeguard, lines 5-16 (paper: on; "
                          "--nosafeguard is beyond the paper: every phase takes the learned update u).")
+
+
+def define_distribute_flags() -> None:
+    """Flags of multi-worker training (train_meta, train_conventional, train_istanet; docs/training.md)."""
+    flags.DEFINE_enum("distribute", "none", ["none", "multi_worker"], "none: this process alone; multi_worker: "
+                      "one of several workers (machines) described by the environment variable TF_CONFIG "
+                      "(tf.distribute.MultiWorkerMirroredStrategy); run the same command on every worker.")
+    flags.DEFINE_integer("cluster_timeout", 600, "multi_worker: seconds to wait for every worker to join (and "
+                         "for each collective operation).")
+
+
+def start_run(own_flags: Sequence[str], **extra) -> tuple:
+    """The run directory and the strategy of a training app: ``(workdir, strategy or None)``.
+
+    With ``--distribute=multi_worker`` the strategy is created first (before TensorFlow initialises
+    its devices; it waits for every worker of ``TF_CONFIG``). The chief creates ``--workdir`` and
+    writes ``flags.json``; another worker only checks the flag and writes nothing there.
+    """
+    f = flags.FLAGS
+    strategy, chief = None, True
+    if f.distribute == "multi_worker":
+        from loa_meta import distribute
+
+        if f.cluster_timeout < 1:
+            raise common.usage_error("cluster_timeout", f"must be a positive integer, but received: {f.cluster_timeout}")
+        try:
+            info = distribute.worker_info()
+        except ValueError as e:
+            raise common.usage_error("distribute", str(e)) from None
+        chief = info.is_chief
+        logging.info("multi-worker training as %s: waiting up to %d s for the others", info.describe(),
+                     f.cluster_timeout)
+        strategy = cli.start_tensorflow(lambda: distribute.multi_worker_strategy(f.cluster_timeout, cli.real_stderr()))
+        logging.info("all %d workers joined", info.num_workers)
+    if not chief:
+        common.require("workdir", f.workdir)
+        return os.path.abspath(os.path.expanduser(f.workdir)), strategy
+    workdir = common.prepare_workdir(f.workdir)
+    common.write_config_json(workdir, dict(common.flag_values_dict(tuple(own_flags) + ("distribute",)), **extra),
+                             name="flags.json")
+    return workdir, strategy
+
+
+def _writes(strategy) -> bool:
+    """False on a non-chief worker of a multi-worker strategy (it writes nothing to the run directory)."""
+    from loa_meta import distribute
+
+    return distribute.is_chief(strategy)
+
+
+def _all_done(strategy) -> None:
+    """Under a multi-worker strategy, wait until every worker is done (the chief's files are written):
+    a worker still busy when the chief exits loses TensorFlow's coordination service."""
+    from loa_meta import distribute
+
+    distribute.barrier(strategy)
+
+
+def _mask_dir_out(workdir: str, strategy) -> Optional[str]:
+    """Where the masks are saved: ``workdir/masks``; nowhere on a non-chief worker."""
+    return os.path.join(workdir, "masks") if _writes(strategy) else None
 
 
 def model_option_overrides() -> Dict[str, object]:
@@ -191,13 +252,16 @@ def split_data(data_dir: str, preset: Preset, fraction: float = 1.0, flag: str =
     return {"train": pool[:-n_val], "val": pool[-n_val:], "pool": pool, "heldout": heldout}
 
 
-def task_masks(tasks: Sequence, shape, mask_seed: int, out_dir: str, mask_dir: Optional[str] = None) -> Dict[str, np.ndarray]:
+def task_masks(tasks: Sequence, shape, mask_seed: int, out_dir: Optional[str],
+               mask_dir: Optional[str] = None) -> Dict[str, np.ndarray]:
     """The masks of ``tasks``: loaded from ``mask_dir`` or ``out_dir`` if saved before, otherwise
     built once with ``spec.build_mask(shape, mask_seed)``; always saved to ``out_dir`` as
-    ``<task.name>.npy`` and ``.png`` so every later stage uses exactly the same masks."""
+    ``<task.name>.npy`` and ``.png`` so every later stage uses exactly the same masks
+    (``out_dir=None``: nothing is saved)."""
     from loa_meta.sampling import load_mask, render_mask_png, save_mask
 
-    os.makedirs(out_dir, exist_ok=True)
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
     out = {}
     for t in tasks:
         src = None
@@ -210,8 +274,8 @@ def task_masks(tasks: Sequence, shape, mask_seed: int, out_dir: str, mask_dir: O
         except ValueError as e:
             raise common.usage_error("mask_dir" if src else "tasks", str(e)) from None
         m = np.asarray(m, bool)
-        npy = os.path.join(out_dir, t.name + ".npy")
-        if not os.path.isfile(npy):
+        npy = None if out_dir is None else os.path.join(out_dir, t.name + ".npy")
+        if npy is not None and not os.path.isfile(npy):
             save_mask(npy, m)
             render_mask_png(m, os.path.join(out_dir, t.name + ".png"), scale=2)
         out[t.name] = m.astype(np.float32)
@@ -235,6 +299,15 @@ def conventional_steps(preset: Preset, n_images: int, model_type: str = "loa", e
     if model_type != "loa":
         total = max(1, int(round(total * preset.ista_steps_factor)))
     return total
+
+
+def adapt_steps(preset: Preset, n_images: int, batch: int, epochs: Optional[float] = None,
+                max_steps: Optional[int] = None) -> int:
+    """Optimizer steps of an adaptation: ``epochs`` over ``n_images`` in batches of ``batch``, capped
+    by ``max_steps`` (the app's ``--max_steps``) or else ``preset.adapt_max_steps``."""
+    total = _steps(preset.adapt_epochs if epochs is None else epochs, n_images, batch)
+    cap = max_steps if max_steps is not None else preset.adapt_max_steps
+    return min(total, cap) if cap else total
 
 
 def _eval_dataset(images, masks: List[np.ndarray], task_ids: List[int], batch: int):
@@ -274,13 +347,14 @@ def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_ra
 
 def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed: int = 0, mask_seed: int = 0,
              data_fraction: float = 1.0, mask_dir: Optional[str] = None, epochs: Optional[float] = None,
-             max_steps: Optional[int] = None, extra_config: Optional[dict] = None) -> dict:
+             max_steps: Optional[int] = None, extra_config: Optional[dict] = None, strategy=None) -> dict:
     """Meta-learning (Algorithm 2, Section 5.2) on ``tasks``; writes ``workdir/model.keras``.
 
     Each stair-wise stage lasts ``preset.meta_stage_epochs`` epochs (``epochs`` overrides it):
     delta and lambda decay once per epoch and line 3 (delta <= delta_tol) ends the stage, unless
     the plateau rule on the held-out slices ends it first. The model records the task specs.
-    Returns the completion info (``model``, ``sigma_omega`` per task, timings).
+    Returns the completion info (``model``, ``sigma_omega`` per task, timings). Under a
+    multi-worker ``strategy`` only the chief writes ``workdir``.
     """
     from loa_meta.data import cross_task_dataset
     from loa_meta.training import MetaConfig, train_meta
@@ -291,7 +365,7 @@ def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed:
     split = split_data(data_dir, preset, data_fraction)
     train, val, ev = split["train"], split["val"], split["heldout"]
     shape = train.shape[1:]
-    masks = task_masks(tasks, shape, mask_seed, os.path.join(workdir, "masks"), mask_dir)
+    masks = task_masks(tasks, shape, mask_seed, _mask_dir_out(workdir, strategy), mask_dir)
     mlist = [masks[t.name] for t in tasks]
     j = preset.per_task_batch
     if epochs is not None:
@@ -318,25 +392,30 @@ def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed:
                 "mask_seed": mask_seed, "data_fraction": data_fraction, "num_train": int(len(train)),
                 "num_val": int(len(val)), "num_heldout": int(len(ev)), "image_shape": list(map(int, shape)),
                 "stage_epochs": preset.meta_stage_epochs, "stage_iterations": stage_iters, "preset": preset.to_dict()}
-    common.write_config_json(workdir, run_info, name="run_config.json")
+    if _writes(strategy):
+        common.write_config_json(workdir, run_info, name="run_config.json")
     logging.info("meta-learning on %s: %d D^tr / %d D^val / %d held-out slices of %s, %d phases, stages of %d "
                  "epochs (%d iterations)", [str(t) for t in tasks], len(train), len(val), len(ev), shape,
                  preset.num_phases, preset.meta_stage_epochs, stage_iters)
-    model, hist = train_meta(cfg, workdir, data)
-    path = save_model_atomic(model, os.path.join(workdir, MODEL_FILE))
+    model, hist = train_meta(cfg, workdir, data, strategy=strategy)
+    path = os.path.join(workdir, MODEL_FILE)
     sig = {t.name: _sigma(model, i) for i, t in enumerate(tasks)}
     info = dict(run_info, model=path, sigma_omega=sig, num_phases=int(getattr(model, "num_phases", 0)),
                 steps=len(hist["steps"]), stages=hist["stages"], seconds=time.time() - t0)
-    mark_complete(workdir, info)
+    if _writes(strategy):
+        save_model_atomic(model, path)
+        mark_complete(workdir, info)
+    _all_done(strategy)
     logging.info("meta-learning done in %.0f s: %s; sigma(omega) %s", info["seconds"], path, sig)
     return info
 
 
 def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_type: str = "loa", seed: int = 0,
                      mask_seed: int = 0, data_fraction: float = 1.0, mask_dir: Optional[str] = None,
-                     epochs: Optional[float] = None, max_steps: Optional[int] = None) -> dict:
+                     epochs: Optional[float] = None, max_steps: Optional[int] = None, strategy=None) -> dict:
     """Conventional training (Section 5.2) of one task on train+val merged, kappa = 1 (LOANet
-    without task weights) or ISTA-Net+ (``model_type="ista_net_plus"``); writes ``model.keras``."""
+    without task weights) or ISTA-Net+ (``model_type="ista_net_plus"``); writes ``model.keras``
+    (under a multi-worker ``strategy``: the chief only)."""
     from loa_meta.data import task_dataset
     from loa_meta.training import ConventionalConfig, train_conventional
 
@@ -345,7 +424,7 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
     t0 = time.time()
     split = split_data(data_dir, preset, data_fraction)
     merged, ev = split["pool"], split["heldout"]
-    masks = task_masks([task], merged.shape[1:], mask_seed, os.path.join(workdir, "masks"), mask_dir)
+    masks = task_masks([task], merged.shape[1:], mask_seed, _mask_dir_out(workdir, strategy), mask_dir)
     m = masks[task.name]
     batch = min(preset.conv_batch, len(merged))
     epochs = preset.conv_epochs if epochs is None else epochs
@@ -364,14 +443,18 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
                 "mask_seed": mask_seed, "data_fraction": data_fraction, "num_train": int(len(merged)),
                 "image_shape": list(map(int, merged.shape[1:])), "max_steps": total, "model_type": model_type,
                 "preset": preset.to_dict()}
-    common.write_config_json(workdir, run_info, name="run_config.json")
+    if _writes(strategy):
+        common.write_config_json(workdir, run_info, name="run_config.json")
     logging.info("%s training on %s: %d slices (train+val), batch %d, %d steps",
                  model_type, task, len(merged), batch, total)
-    model, hist = train_conventional(cfg, workdir, data)
-    path = save_model_atomic(model, os.path.join(workdir, MODEL_FILE))
+    model, hist = train_conventional(cfg, workdir, data, strategy=strategy)
+    path = os.path.join(workdir, MODEL_FILE)
     info = dict(run_info, model=path, num_phases=int(getattr(model, "num_phases", 0)), steps=len(hist["steps"]),
                 stages=hist["stages"], seconds=time.time() - t0)
-    mark_complete(workdir, info)
+    if _writes(strategy):
+        save_model_atomic(model, path)
+        mark_complete(workdir, info)
+    _all_done(strategy)
     logging.info("%s done in %.0f s: %s", model_type, info["seconds"], path)
     return info
 
@@ -408,9 +491,7 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
     m = masks[task.name]
     batch = min(preset.adapt_batch, len(images))
     epochs = preset.adapt_epochs if epochs is None else epochs
-    total = _steps(epochs, len(images), batch)
-    cap = max_steps if max_steps is not None else preset.adapt_max_steps
-    total = min(total, cap) if cap else total
+    total = adapt_steps(preset, len(images), batch, epochs, max_steps)
     # Only omega is trained: its optimizer uses the config's learning rate = the adaptation learning rate.
     cfg = AdaptConfig(**_common_cfg(preset, seed, total, preset.adapt_learning_rate), batch_size=batch,
                       epochs=max(1, int(math.ceil(epochs))), initial_omega=omega0, task_spec=str(task))

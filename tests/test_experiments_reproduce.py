@@ -116,7 +116,9 @@ def test_protocol_writes_tables_and_claims_and_resumes(quickstart_smoke):
     """The protocol (``run_protocol``) as the quickstart runs it at smoke scale: seen radial 10/40 %,
     unseen 25 %, training stages in two worker processes; a re-run skips every stage. The reproduce
     app's own flags and its conventional run on the unseen task are run by tests/test_readme.py."""
+    from experiments import reproduce
     from experiments.common import load_model
+    from experiments.presets import get_preset
 
     wd, _ = quickstart_smoke
     ev = os.path.join(wd, "evaluation")
@@ -155,6 +157,18 @@ def test_protocol_writes_tables_and_claims_and_resumes(quickstart_smoke):
     np.testing.assert_array_equal(m, np.load(os.path.join(wd, "adapt", "radial_0.25", "masks", "radial_0.25.npy")))
     summary = json.load(open(os.path.join(wd, "reproduce_summary.json")))
     assert len(summary["stages_run"]) == 5 and summary["stages_skipped"] == []
+    # one ETA for the whole protocol on the training lines and after each stage, from step budgets
+    # known in advance: the adaptation runs exactly its budget, a stair-wise stage at most its own
+    first = quickstart_smoke[1]
+    assert "(all stages)" in first.stderr and "more stage(s) | ETA" in first.stderr
+    seen, new = reproduce._parse(["radial:0.1", "radial:0.4"]), reproduce._parse(["radial:0.25"])
+    prepared = os.path.join(wd, "data", "prepared", "data")
+    work = {w.name: w for w in reproduce.protocol_work(prepared, get_preset("tiny"), seen, seen, new, False, False)}
+    assert sorted(work) == sorted(["meta", "conv/radial_0.10", "conv/radial_0.40", "adapt/radial_0.25"])
+    steps = {n: json.load(open(os.path.join(wd, n, "COMPLETE.json")))["steps"] for n in work}
+    assert steps["adapt/radial_0.25"] == sum(n for n, _ in work["adapt/radial_0.25"].plan)
+    for n in ("conv/radial_0.10", "conv/radial_0.40"):
+        assert 0 < steps[n] <= sum(k for k, _ in work[n].plan), n
 
     before = os.path.getmtime(os.path.join(ev, "table_seen.md"))
     t0 = time.time()

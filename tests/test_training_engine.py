@@ -159,6 +159,23 @@ def test_first_order_kernel_matches_sequential():
     assert _rel([v.numpy() for v in g], [v.numpy() for v in ref]) < 1e-5
 
 
+def test_first_order_kernel_of_a_model_without_task_weights():
+    """Conventional training (kappa fixed): the model's unused omega gets a zero gradient, theta the
+    sequential one (this kernel used to fail on the unconnected Keras variable)."""
+    keras.utils.set_random_seed(0)
+    model = LOANet(num_phases=1, num_tasks=1, use_task_weights=False)
+    b = dict(_meta_batches(4), task_id=tf.zeros((4,), tf.int32))
+    with tf.GradientTape() as tape:
+        loss = reconstruction_loss(model({"kspace": b["kspace"], "mask": b["mask"], "task_id": b["task_id"]},
+                                         training=False), b["target"])
+    ref = tape.gradient(loss, model.theta_variables)
+    kern = gradient_kernels(model, model.theta_variables, model.omega_variables, "sum")
+    l, g = kern.loss_grads(b, tf.constant(4), "all")
+    assert len(model.omega_variables) == 1 and float(g[-1]) == 0.0
+    np.testing.assert_allclose(float(l), float(loss), rtol=1e-6)
+    assert _rel([v.numpy() for v in g[:-1]], [v.numpy() for v in ref]) < 1e-5
+
+
 def test_branch_statistics_per_phase():
     from loa_meta.training.loop import branch_statistics, branch_summary_line
 

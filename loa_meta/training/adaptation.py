@@ -32,7 +32,7 @@ def adapt_omega(model, config: AdaptConfig, workdir: str, data, strategy: Option
     Returns:
       ``(model, task_index, history)``.
     """
-    prepare_workdir(config, workdir)
+    prepare_workdir(config, workdir, strategy)
     task_index = model.num_tasks  # index the new task will get
     state = {"added": False}
 

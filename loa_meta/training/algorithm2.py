@@ -34,6 +34,14 @@ from loa_meta.training.losses import reconstruction_loss
 _ZERO = tf.UnconnectedGradients.ZERO
 
 
+def gradients_or_zeros(tape, target, sources) -> List[tf.Tensor]:
+    """``tape.gradient`` with zeros for the sources ``target`` does not depend on (e.g. the omega of a
+    model without task weights in the one first-order kernel). ``UnconnectedGradients.ZERO`` fails on
+    Keras 3 variables in a graph (their ``dtype`` is a string)."""
+    grads = tape.gradient(target, sources)
+    return [tf.zeros(v.shape, tf.as_dtype(v.dtype)) if g is None else g for g, v in zip(grads, sources)]
+
+
 def model_inputs(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """The model call dict {"kspace", "mask", "task_id"} of a data batch (task 0 if absent)."""
     task_id = batch.get("task_id")
@@ -193,7 +201,7 @@ class GradientKernels:
     def _first_order(self, mb, n, plan, wrt):
         with tf.GradientTape() as tape:
             loss = self._loss(mb, n, plan)
-        return loss, tape.gradient(loss, self._vars(wrt), unconnected_gradients=_ZERO)
+        return loss, gradients_or_zeros(tape, loss, self._vars(wrt))
 
     def _penalty_hvp(self, mb, g_stop, lam, n, plan):
         with tf.GradientTape() as outer:

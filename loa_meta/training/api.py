@@ -12,14 +12,18 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+from loa_meta import distribute
 from loa_meta.training.config import ConventionalConfig, MetaConfig
 from loa_meta.training.loop import MetaMode, SupervisedMode, TrainingRun
 
 
-def prepare_workdir(config, workdir):
+def prepare_workdir(config, workdir, strategy=None):
+    """Validate ``config``, write it to ``workdir/config.json`` (the chief only, under a multi-worker
+    strategy), enable op determinism if asked and seed Keras."""
     config.validate()
-    os.makedirs(workdir, exist_ok=True)
-    config.write_json(os.path.join(workdir, "config.json"))
+    if distribute.is_chief(strategy):
+        os.makedirs(workdir, exist_ok=True)
+        config.write_json(os.path.join(workdir, "config.json"))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -67,7 +71,7 @@ def train_meta(config: MetaConfig, workdir: str, data, model_fn: Optional[Callab
     Returns:
       ``(model, history)`` with ``history = {"steps": [...], "stages": [...]}``.
     """
-    prepare_workdir(config, workdir)
+    prepare_workdir(config, workdir, strategy)
     sw = config.stairwise_config()
     p0 = sw.initial_phases if sw.enabled else sw.max_phases
     run = TrainingRun(MetaMode(config), config, workdir, data,
@@ -83,7 +87,7 @@ def train_conventional(config: ConventionalConfig, workdir: str, data, model_fn:
     Same arguments as :func:`train_meta`; ``data.train`` holds one task's merged train+val set.
     ISTA-Net+'s symmetry loss is added with weight ``config.symmetry_weight`` when exposed.
     """
-    prepare_workdir(config, workdir)
+    prepare_workdir(config, workdir, strategy)
     sw = config.stairwise_config()
     p0 = sw.initial_phases if sw.enabled else sw.max_phases
     if model_fn is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 from typing import Dict, List, Optional
 
 import keras
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from loa_meta import distribute
 from loa_meta.training import checkpointing
 from loa_meta.training.algorithm2 import model_inputs
 from loa_meta.fileio import atomic_path
@@ -173,8 +175,13 @@ class TrainingRun:
         self.stairwise = stairwise
         self.initial_phases = initial_phases
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.summaries = Summaries(workdir, enabled=summaries)
-        self.progress = ProgressLogger(config.log_every, config.max_steps)
+        # Under a multi-worker strategy only the chief writes the run directory; the other workers
+        # write what they must (checkpoints: saving is collective) to a scratch directory, removed.
+        self.chief = distribute.is_chief(self.strategy)
+        self.write_dir = workdir if self.chief else distribute.worker_scratch_dir()
+        self.summaries = Summaries(workdir, enabled=summaries and self.chief)
+        self.progress = ProgressLogger(config.log_every, config.max_steps,
+                                       status_path=os.path.join(workdir, "progress.json") if self.chief else None)
         self.history: List[Dict[str, float]] = []
         self.stage_history: List[Dict[str, float]] = []
         self.schedule = mode.make_schedule()
@@ -188,7 +195,8 @@ class TrainingRun:
         self.rng = tf.random.Generator.from_seed(config.seed)
         self.it_tr = iter(self.data.train)
         self.it_val = iter(self.data.val) if mode.needs_val else None
-        self.best_path = os.path.join(workdir, "best.weights.h5")
+        self.best_path = os.path.join(self.write_dir, "best.weights.h5")
+        self._data_checked = False
 
     # -- model / optimizer / checkpoint construction (per stage) --------------------------------
 
@@ -254,7 +262,7 @@ class TrainingRun:
             objs["since_decay"] = self.schedule.since_decay
         self.ckpt = tf.train.Checkpoint(**objs)
         self.manager = tf.train.CheckpointManager(
-            self.ckpt, checkpointing.checkpoint_dir(self.workdir), max_to_keep=self.config.keep_checkpoints
+            self.ckpt, checkpointing.checkpoint_dir(self.write_dir), max_to_keep=self.config.keep_checkpoints
         )
 
     def _new_model(self, num_phases, num_tasks=None, resuming=False):
@@ -272,7 +280,16 @@ class TrainingRun:
 
     def save(self):
         path = self.manager.save(checkpoint_number=int(self.state["outer"].numpy()))
+        if not self.chief:  # a non-chief worker's copy is not kept (the usual tf.distribute pattern)
+            shutil.rmtree(checkpointing.checkpoint_dir(self.write_dir), ignore_errors=True)
         return path
+
+    def _best_weights(self) -> str:
+        """The stage-acceptance weights to roll back to: this process's, else (a non-chief worker
+        that resumed) the chief's in the run directory."""
+        if os.path.exists(self.best_path):
+            return self.best_path
+        return os.path.join(self.workdir, os.path.basename(self.best_path))
 
     # -- per-step callbacks ----------------------------------------------------------------------
 
@@ -303,7 +320,7 @@ class TrainingRun:
                 self.summaries.scalars("val", {"loss": m["loss_val"]}, step)
             self.summaries.model_scalars(self.model, step)
             self._batch_summaries(step)
-        if self.config.image_every and step % self.config.image_every == 0:
+        if self.config.image_every and step % self.config.image_every == 0 and self.summaries.enabled:
             batch = self._last_batch_val or self._last_batch_tr
             self.summaries.images(batch, self.model(model_inputs(batch), training=False), step)
         extra = ""
@@ -393,6 +410,11 @@ class TrainingRun:
         bv = next(self.it_val) if self.mode.needs_val else None
         self._last_batch_tr, self._last_batch_val = bt, bv
         self._images_per_step = int(bt["target"].shape[0]) + (int(bv["target"].shape[0]) if bv is not None else 0)
+        if not self._data_checked:  # every worker must read the same global batches
+            self._data_checked = True
+            distribute.check_agreement(self.strategy, {
+                "the training batches": distribute.fingerprint(bt["kspace"]),
+                "the validation batches": distribute.fingerprint(bv["kspace"] if bv is not None else 0)})
         return self.mode.outer_iteration(self, bt, bv)
 
     def _stage_over(self) -> Optional[str]:
@@ -440,7 +462,7 @@ class TrainingRun:
             logging.info("Adding phase %d did not improve the validation loss (%.6g >= %.6g): rolling back to %d phases.",
                          p, v, best, bp)
             model = self._new_model(bp, _num_tasks(self.model))
-            model.load_weights(self.best_path)
+            model.load_weights(self._best_weights())
             self._setup_stage(model)
             self.state["num_phases"].assign(bp)
             rec["rolled_back_to"] = bp
@@ -461,8 +483,23 @@ class TrainingRun:
         return True
 
     def run(self):
-        """Train until every stage is over; returns the (possibly rolled back) model."""
+        """Train until every stage is over; returns the (possibly rolled back) model.
+
+        Under a multi-worker strategy every worker first checks that all see the same checkpoint
+        and config, and waits for the others at the end (so the chief's last checkpoint is on disk
+        when any worker returns); a non-chief worker's scratch directory is removed.
+        """
+        try:
+            return self._run()
+        finally:
+            if not self.chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
+
+    def _run(self):
         path = checkpointing.latest_checkpoint(self.workdir)
+        distribute.check_agreement(self.strategy, {
+            "the checkpoint to resume from": distribute.fingerprint(None if path is None else os.path.basename(path)),
+            "the training config": distribute.fingerprint(self.config.to_dict())})
         if path is not None:
             vals = checkpointing.read_checkpoint_values(path, ["num_phases", "num_tasks", "stage"])
             if "num_phases" not in vals:
@@ -511,4 +548,5 @@ class TrainingRun:
             if int(self.state["outer"].numpy()) % self.config.checkpoint_every == 0:
                 self.save()
         self.summaries.flush()
+        distribute.barrier(self.strategy)
         return self.model

@@ -11,6 +11,11 @@ The remaining work comes from :func:`remaining_work`: the rest of the current st
 per phase still to add, each with the stage budget, within the run's caps (outer iterations and
 optimizer steps). A stage that ends early on its plateau rule only shortens it.
 
+An app that runs many trainings (``experiments.reproduce``) shows one ETA for all of them instead:
+:func:`set_eta_hook` installs a function that turns this run's ETA into that one (its label is
+shown next to it), and each run writes its numbers to ``status_path`` (``progress.json`` in its
+run directory) for the other processes of the app to read.
+
 Where a terminal is attached (``sys.stdout.isatty()``) the same numbers drive a
 ``keras.utils.Progbar`` whose ETA is this one; otherwise (logs, files, CI, or
 ``LOA_META_PROGRESS=lines``) one absl line every ``every`` steps.
@@ -22,13 +27,25 @@ import math
 import os
 import sys
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from absl import logging
 
 # "lines": log lines even on a terminal (set in worker processes that share their parent's terminal)
 PROGRESS_ENV = "LOA_META_PROGRESS"
 Plan = Sequence[Tuple[int, int]]  # (outer iterations, phases) per remaining stage, the current one first
+
+STATUS_EVERY = 1.0  # seconds between two writes of the status file (and at the first and last step)
+# fn(this run's ETA in seconds or None) -> (ETA to show or None, label); see set_eta_hook
+_ETA_HOOK: List[Callable[[Optional[float]], Tuple[Optional[float], str]]] = []
+
+
+def set_eta_hook(fn: Optional[Callable[[Optional[float]], Tuple[Optional[float], str]]]) -> None:
+    """Show ``fn(run_eta) -> (eta, label)`` instead of each run's own ETA (``None``: the runs' own again).
+
+    The progress line then reads ``ETA 1h02m03s (label)``: one ETA per line, for the whole job.
+    """
+    _ETA_HOOK[:] = [] if fn is None else [fn]
 
 
 def remaining_work(stairwise, schedule, config, num_phases: int, stage_iter: int, outer: int) -> List[Tuple[int, int]]:
@@ -79,10 +96,14 @@ class ProgressLogger:
       total_steps: cap on optimizer steps of the run (``None``: none); bounds the remaining work.
       clock: time source (seconds), injectable for tests.
       bar: ``True``/``False`` to force the Keras progress bar on or off; default: when stdout is a terminal.
+      status_path: a JSON file rewritten (atomically) at every update with the measured rate and the
+        work left (``seconds_per_phase_step``, ``phase_steps_left``, ``eta_seconds``, ``step``, ``time``).
     """
 
     def __init__(self, every: int, total_steps: Optional[int] = None, clock=time.monotonic,
-                 bar: Optional[bool] = None):
+                 bar: Optional[bool] = None, status_path: Optional[str] = None):
+        self.status_path = status_path
+        self._status_time = None
         self.every = max(1, int(every))
         self.total_steps = total_steps
         self.clock = clock
@@ -190,20 +211,34 @@ class ProgressLogger:
         first = self._first is None
         if first:
             self._first = (self.clock(), self._work)
-        eta = None
+        eta = self.eta_seconds(step, num_phases, plan)
+        if self.status_path is not None and (first or self.clock() - self._status_time >= STATUS_EVERY or not eta):
+            self._status_time = self.clock()
+            self._write_status(step, eta, num_phases, plan)
+        label = ""
+        if _ETA_HOOK:
+            eta, label = _ETA_HOOK[0](eta)
+            label = " (%s)" % label if label else ""
         if self._want_bar():
-            eta = self.eta_seconds(step, num_phases, plan)
             self._draw(step, eta, loss, num_phases, plan)
         if step % self.every and not first:  # the first step is shown at once (it may take long: tracing)
             return None
-        if eta is None:
-            eta = self.eta_seconds(step, num_phases, plan)
-        self.last_line = "step %d | stage %d | phases %d | loss %.6g | %.2f img/s | ETA %s %s" % (
-            step, stage, num_phases, loss, self.images_per_second(), format_seconds(eta), extra)
+        self.last_line = "step %d | stage %d | phases %d | loss %.6g | %.2f img/s | ETA %s%s %s" % (
+            step, stage, num_phases, loss, self.images_per_second(), format_seconds(eta), label, extra)
         self.last_line = self.last_line.rstrip()
         if self._bar is None:
             logging.info("%s", self.last_line)
         return self.last_line
+
+    def _write_status(self, step: int, eta: Optional[float], num_phases: int, plan: Optional[Plan]) -> None:
+        from loa_meta.fileio import write_json_atomic
+
+        left = self.remaining_steps(step, num_phases, plan)
+        write_json_atomic(self.status_path, {
+            "step": int(step), "seconds_per_phase_step": self.seconds_per_phase_step(),
+            "phase_steps_left": float(sum(n * max(p, 1) for n, p in left)) if left or plan is not None else None,
+            "eta_seconds": eta, "steps_per_outer": self.steps_per_outer(step) if plan is not None else None,
+            "time": time.time()})
 
     # -- terminal progress bar --------------------------------------------------------------------
 
