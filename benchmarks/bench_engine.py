@@ -10,6 +10,7 @@ the training loop runs with its defaults:
   (100 Chambolle-Pock iterations, ``tv_reconstruct``) of the same batch for comparison.
 
 ``small``: 64x64, 3 phases, 4 tasks x 2 (B_tr = B_val = 8); ``paper``: 160x180, 11 phases, 4 tasks x 2.
+``--phases``, ``--filters``, ``--tasks``, ``--per_task`` override the named configuration.
 Reports the first call (trace/compile + one step), the median of ``--runs`` further steps (wall
 seconds, and process CPU seconds, a bound on the wall time of a quiet machine) and the peak RSS (``ru_maxrss``, plus a watchdog that aborts above ``--max_rss_gb``).
 """
@@ -52,14 +53,18 @@ def main():
     from loa_meta.training import algorithm2
 
     c = dict(CONFIGS[_flag("config", "small")])
+    for key in ("phases", "tasks", "per_task", "filters"):  # overrides of the named configuration
+        if _flag(key, None) is not None:
+            c[key] = int(_flag(key, None))
     mode, runs = _flag("mode", "bilevel"), _flag("runs", 3)
     mb = _flag("microbatch", "auto")
     jit = _flag("jit", 0)
-    state = {"root": ROOT, "mode": mode, "config": _flag("config", "small"), "microbatch": mb, "jit": jit}
+    state = {"root": ROOT, "mode": mode, "config": _flag("config", "small"), "microbatch": mb, "jit": jit,
+             "shape": c}
     rss_watchdog(_flag("max_rss_gb", 12.0), state)
     rng = np.random.default_rng(0)
     bt, bv = synthetic_meta_batch(c, rng, fft2c), synthetic_meta_batch(c, rng, fft2c)
-    model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"])
+    model = LOANet(num_phases=c["phases"], num_tasks=c["tasks"], filters=c.get("filters", 4))
     theta = model.theta_variables
     import keras
 
