@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
+from loa_meta.layers.algorithm1_config import FIELD_NAMES, Algorithm1Config, Algorithm1Constants
 from loa_meta.layers.complex_ops import real_to_complex
 from loa_meta.layers.smoothed_relu import cast_like
 from loa_meta.physics.operators import LinearOperator
-from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
-
-GRAD_MODES = ("explicit", "autodiff")
+from loa_meta.validation import check_positive
 
 # Branch codes reported in the diagnostics.
 BRANCH_U = 0  # line 6: x_{t+1} = u_{t+1}
@@ -50,7 +49,7 @@ def regularizer_value_and_grad(regularizer, x: tf.Tensor, eps, grad_mode: str = 
 
 
 @keras.saving.register_keras_serializable(package="loa_meta")
-class LOAPhase(keras.layers.Layer):
+class LOAPhase(Algorithm1Constants, keras.layers.Layer):
     """One iteration of Algorithm 1 (lines 3-16), applied per sample.
 
     With phi_eps(x) = f(x) + kappa r_eps(x), f(x) = 1/2 ||A x - y||^2 and R = kappa r (Section 3.2):
@@ -76,46 +75,26 @@ class LOAPhase(keras.layers.Layer):
     ``|.|`` so that step sizes stay positive whatever the optimiser does (``tau`` is learned
     directly, Section 5.2; beta of Eq. 8 is implicit).
 
+    The constants of Algorithm 1 (a, sigma, rho, gamma, eps_tol, max_backtracks, safeguard,
+    grad_mode) are one frozen :class:`Algorithm1Config`, readable as ``phase.algorithm1_config``
+    and, one by one, as ``phase.a``, ``phase.sigma``, ...
+
     Args:
       alpha0: initial step size alpha (paper: 0.01).
       tau0: initial step size tau (paper: 0.01).
-      a: line-5/9 constant (paper: 1e5).
-      sigma: line-15/16 constant (paper: 1e3).
-      rho: line-search reduction (paper: 0.9).
-      gamma: eps reduction (paper: 0.9).
-      eps_tol: termination tolerance of line 16 (paper: 1e-3).
-      max_backtracks: bound on the line-search reductions of line 12.
-      safeguard: if False, ``x_{t+1} = u`` always and eps is kept fixed (lines 5-16 skipped), as
-        in the authors' released script.
-      grad_mode: ``"explicit"`` (Eq. A2 chain rule, default) or ``"autodiff"`` (tf.GradientTape).
-      **kwargs: standard layer arguments.
+      config: the :class:`Algorithm1Config` (validated already; a :class:`~loa_meta.models.LOANet`
+        passes the same one to all its phases).
+      **kwargs: standard layer arguments; without ``config``, also the constants by name
+        (``a=1e5, rho=0.9, ...``: the older form, and the form of saved configs), from which a
+        config is made (defaults as in :class:`Algorithm1Config`).
     """
 
-    def __init__(
-        self,
-        alpha0: float = 0.01,
-        tau0: float = 0.01,
-        a: float = 1e5,
-        sigma: float = 1e3,
-        rho: float = 0.9,
-        gamma: float = 0.9,
-        eps_tol: float = 1e-3,
-        max_backtracks: int = 20,
-        safeguard: bool = True,
-        grad_mode: str = "explicit",
-        **kwargs,
-    ):
+    def __init__(self, alpha0: float = 0.01, tau0: float = 0.01, config: Optional[Algorithm1Config] = None, **kwargs):
+        constants = {name: kwargs.pop(name) for name in FIELD_NAMES if name in kwargs}
         super().__init__(**kwargs)
         self.alpha0 = check_positive(alpha0, "alpha0")
         self.tau0 = check_positive(tau0, "tau0")
-        self.a = check_positive(a, "a")
-        self.sigma = check_positive(sigma, "sigma")
-        self.rho = check_in_range(rho, "rho", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.eps_tol = check_in_range(eps_tol, "eps_tol", 0.0)
-        self.max_backtracks = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
-        self.safeguard = bool(safeguard)
-        self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
+        self.algorithm1_config = Algorithm1Config.resolve(config, **constants)
 
     def build(self, input_shape=None):
         self.alpha = self.add_weight(
@@ -413,12 +392,5 @@ class LOAPhase(keras.layers.Layer):
             **super().get_config(),
             "alpha0": self.alpha0,
             "tau0": self.tau0,
-            "a": self.a,
-            "sigma": self.sigma,
-            "rho": self.rho,
-            "gamma": self.gamma,
-            "eps_tol": self.eps_tol,
-            "max_backtracks": self.max_backtracks,
-            "safeguard": self.safeguard,
-            "grad_mode": self.grad_mode,
+            **self.algorithm1_config.as_dict(),
         }

@@ -12,11 +12,12 @@ from absl import logging
 from tensorflow.python.eager import record as _record  # no public API pauses every active tape
 
 from loa_meta.fileio import atomic_dir
+from loa_meta.layers.algorithm1_config import Algorithm1Config, Algorithm1Constants
 from loa_meta.layers.learned_regularizer import LearnedRegularizer
-from loa_meta.layers.loa_phase import GRAD_MODES, LOAPhase
+from loa_meta.layers.loa_phase import LOAPhase
 from loa_meta.physics.operators import SingleCoilOperator, check_kspace_mask
 from loa_meta.sampling.task_spec import canonical_task_specs
-from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
+from loa_meta.validation import check_in_range, check_positive, check_positive_int
 
 DIAGNOSTIC_KEYS = ("phi", "phi_next", "branch", "backtracks", "eps", "grad_norm")
 # The decisions of Algorithm 1 recorded by the plan and replayed by the differentiable update.
@@ -36,7 +37,7 @@ def stop_recording():
 
 
 @keras.saving.register_keras_serializable(package="loa_meta")
-class LOANet(keras.Model):
+class LOANet(Algorithm1Constants, keras.Model):
     """LOA-induced reconstruction network: ``num_phases`` iterations of Algorithm 1 (Section 3.2).
 
     Learnable parameters: theta = the conv kernels of ONE :class:`LearnedRegularizer` shared by all
@@ -58,6 +59,8 @@ class LOANet(keras.Model):
       a, sigma, rho, gamma, eps_tol: fixed constants of Algorithm 1 (paper: 1e5, 1e3, 0.9, 0.9, 1e-3).
       max_backtracks: bound on the line search of lines 8-13.
       safeguard: run lines 5-16 (True) or the plain u-update of the authors' script (False).
+        These constants and ``grad_mode`` form one frozen :class:`Algorithm1Config`
+        (``model.algorithm1_config``, validated once), shared by every phase.
       use_task_weights: if False, kappa is the constant ``fixed_kappa`` (conventional learning
         without omega; the paper's conventional network has kappa = 1, the default).
       fixed_kappa: kappa used when ``use_task_weights=False``, in (0, inf).
@@ -113,17 +116,13 @@ class LOANet(keras.Model):
         self.alpha0 = check_positive(alpha0, "alpha0")
         self.tau0 = check_positive(tau0, "tau0")
         self.eps0 = check_positive(eps0, "eps0")
-        self.a = check_positive(a, "a")
-        self.sigma = check_positive(sigma, "sigma")
-        self.rho = check_in_range(rho, "rho", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.eps_tol = check_in_range(eps_tol, "eps_tol", 0.0)
-        self.max_backtracks = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
-        self.safeguard = bool(safeguard)
+        self.algorithm1_config = Algorithm1Config(
+            a=a, sigma=sigma, rho=rho, gamma=gamma, eps_tol=eps_tol, max_backtracks=max_backtracks,
+            safeguard=safeguard, grad_mode=grad_mode,
+        )
         self.use_task_weights = bool(use_task_weights)
         self.initial_omega = check_in_range(initial_omega, "initial_omega")
         self.fixed_kappa = check_positive(fixed_kappa, "fixed_kappa")
-        self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
         self._task_specs = canonical_task_specs(task_specs, num_tasks)
         self.eps0_floor = check_in_range(eps0_floor, "eps0_floor", 0.0)
         self.regularizer_init = regularizer_init
@@ -159,19 +158,7 @@ class LOANet(keras.Model):
 
     # -- structure -----------------------------------------------------------------------
     def _append_phase(self, alpha0: float, tau0: float) -> LOAPhase:
-        phase = LOAPhase(
-            alpha0=alpha0,
-            tau0=tau0,
-            a=self.a,
-            sigma=self.sigma,
-            rho=self.rho,
-            gamma=self.gamma,
-            eps_tol=self.eps_tol,
-            max_backtracks=self.max_backtracks,
-            safeguard=self.safeguard,
-            grad_mode=self.grad_mode,
-            name=f"phase_{self._num_phases}",
-        )
+        phase = LOAPhase(alpha0=alpha0, tau0=tau0, config=self.algorithm1_config, name=f"phase_{self._num_phases}")
         phase.build(None)
         setattr(self, f"phase_{self._num_phases}", phase)
         self._num_phases += 1
@@ -371,7 +358,7 @@ class LOANet(keras.Model):
         """One compiled Algorithm-1 step shared by all phases (step sizes are passed as tensors)."""
         key = (bool(diagnostics), bool(jit_compile), bool(self._reuse_energy_grad))
         if key not in self._compiled_steps:
-            phase = self.phases[0]  # every phase has the same fixed hyperparameters
+            phase = self.phases[0]  # every phase shares one Algorithm1Config
             reuse = self._reuse_energy_grad
 
             def step(y, mask, x, kappa, eps, active, eps_tol, alpha, tau, carry):
@@ -472,17 +459,10 @@ class LOANet(keras.Model):
             "alpha0": self.alpha0,
             "tau0": self.tau0,
             "eps0": self.eps0,
-            "a": self.a,
-            "sigma": self.sigma,
-            "rho": self.rho,
-            "gamma": self.gamma,
-            "eps_tol": self.eps_tol,
-            "max_backtracks": self.max_backtracks,
-            "safeguard": self.safeguard,
+            **self.algorithm1_config.as_dict(),
             "use_task_weights": self.use_task_weights,
             "initial_omega": self.initial_omega,
             "fixed_kappa": self.fixed_kappa,
-            "grad_mode": self.grad_mode,
             "task_specs": self.task_specs,
             "eps0_floor": self.eps0_floor,
             "regularizer_init": self.regularizer_init,
