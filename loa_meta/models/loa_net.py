@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import keras
 import tensorflow as tf
@@ -22,6 +22,22 @@ from loa_meta.validation import check_in_range, check_positive, check_positive_i
 DIAGNOSTIC_KEYS = ("phi", "phi_next", "branch", "backtracks", "eps", "grad_norm")
 # The decisions of Algorithm 1 recorded by the plan and replayed by the differentiable update.
 PLAN_KEYS = ("branch", "backtracks", "reduce_eps")
+
+
+class _LoopState(NamedTuple):
+    """What one iteration of Algorithm 1 hands to the next in :meth:`LOANet._phase_loop`."""
+
+    x: tf.Tensor  # x_t, complex (B, H, W)
+    eps: tf.Tensor  # eps_t, (B,)
+    active: tf.Tensor  # bool (B,): not terminated by line 16
+    carry: Any  # phi, grad phi at x_t from line 15 (LOAPhase.step's carry), or None
+    op: SingleCoilOperator  # A (fixed)
+    kappa: tf.Tensor  # (B,) (fixed)
+
+
+def _stack(records, keys):
+    """``{key: (T_run, ...) tensor}`` stacked over the iterations' records."""
+    return {k: tf.stack([r[k] for r in records]) for k in keys}
 
 
 @contextlib.contextmanager
@@ -268,12 +284,33 @@ class LOANet(Algorithm1Constants, keras.Model):
         task_id = tf.broadcast_to(tf.cast(task_id, tf.int32), [batch])
         return y, mask, task_id
 
-    def _init_state(self, y, mask, task_id):
+    def _phase_loop(self, y, mask, task_id, iteration, num_iterations: Optional[int] = None, carry=None):
+        """The one loop of Algorithm 1 over the phases, behind :meth:`call`, :meth:`plan`,
+        :meth:`replay` and :meth:`reconstruct`.
+
+        Line 1: x_0 = A^H y (zero filling), eps_0, every sample active. Line 2: for t = 0, 1, ...,
+        ``iteration(t, phase_t, state) -> (state, record)`` runs lines 3-16 in one of three ways
+        (sequential :meth:`LOAPhase.step`, replayed :meth:`LOAPhase.update`, or the compiled step of
+        :meth:`reconstruct`). ``num_iterations`` defaults to T; iterations t >= T reuse the last
+        phase and stop once every sample has terminated by line 16 (the solver mode of
+        :meth:`reconstruct`, which runs eagerly).
+
+        Returns:
+          ``(state, records)``: the :class:`_LoopState` after the last iteration and the list of
+          each iteration's ``record``.
+        """
         op = SingleCoilOperator(mask)
         x0 = op.zero_filled(y)
         batch = tf.shape(y)[0]
         eps = tf.fill([batch], self.eps0_value())
-        return op, x0, eps, tf.ones([batch], tf.bool), self.kappa(task_id)
+        state = _LoopState(x=x0, eps=eps, active=tf.ones([batch], tf.bool), carry=carry, op=op, kappa=self.kappa(task_id))
+        records = []
+        for t in range(self.num_phases if num_iterations is None else num_iterations):
+            if t >= self.num_phases and not bool(tf.reduce_any(state.active)):
+                break
+            state, record = iteration(t, self.phases[min(t, self.num_phases - 1)], state)
+            records.append(record)
+        return state, records
 
     def call(self, inputs, training=None):
         """x_T. With ``training=True``: :meth:`plan` (recording no gradients), then :meth:`replay`.
@@ -288,23 +325,21 @@ class LOANet(Algorithm1Constants, keras.Model):
         return self._sequential(y, mask, task_id, record_decisions=False)["x"]
 
     def _sequential(self, y, mask, task_id, record_decisions: bool):
-        """The one phase loop of Algorithm 1 (lines 2-17) as the sequential reference."""
-        op, x, eps, active, kappa = self._init_state(y, mask, task_id)
-        carry = None
-        decisions = {k: [] for k in PLAN_KEYS}
-        kernels = self.regularizer.block_kernels(x.dtype.real_dtype)  # built once for all phases
-        for phase in self.phases:
+        """Algorithm 1 run sequentially (:meth:`LOAPhase.step`, the reference): ``{"x": x_T}``, plus
+        the ``(T, B)`` decisions ``PLAN_KEYS`` if ``record_decisions``."""
+        kernels = self.regularizer.block_kernels(y.dtype.real_dtype)  # built once for all phases
+        reuse = self._reuse_energy_grad
+
+        def iteration(t, phase, s):
             x, eps, active, diag, carry = phase.step(
-                self.regularizer, op, x, y, kappa, eps, active, compute_diagnostics=False,
-                carry=carry if self._reuse_energy_grad else None, return_carry=True, kernels=kernels,
+                self.regularizer, s.op, s.x, y, s.kappa, s.eps, s.active, compute_diagnostics=False,
+                carry=s.carry if reuse else None, return_carry=True, kernels=kernels,
             )
-            if record_decisions:
-                for k in PLAN_KEYS:
-                    decisions[k].append(diag[k])
-        out = {"x": x}
-        if record_decisions:
-            out.update({k: tf.stack(v) for k, v in decisions.items()})
-        return out
+            record = {k: diag[k] for k in PLAN_KEYS} if record_decisions else {}
+            return s._replace(x=x, eps=eps, active=active, carry=carry), record
+
+        state, records = self._phase_loop(y, mask, task_id, iteration)
+        return {"x": state.x, **(_stack(records, PLAN_KEYS) if record_decisions else {})}
 
     def _plan(self, y, mask, task_id):
         with stop_recording():
@@ -322,12 +357,15 @@ class LOANet(Algorithm1Constants, keras.Model):
         return self._plan(y, mask, task_id)
 
     def _replay(self, y, mask, task_id, plan):
-        op, x, eps, _, kappa = self._init_state(y, mask, task_id)
-        kernels = self.regularizer.block_kernels(x.dtype.real_dtype)  # built (and differentiated) once
-        for t, phase in enumerate(self.phases):
+        """x_T by :meth:`LOAPhase.update` with ``plan``'s decisions (straight-line, differentiable)."""
+        kernels = self.regularizer.block_kernels(y.dtype.real_dtype)  # built (and differentiated) once
+
+        def iteration(t, phase, s):
             decision = {k: plan[k][t] for k in PLAN_KEYS}
-            x, eps = phase.update(self.regularizer, op, x, y, kappa, eps, decision, kernels=kernels)
-        return x
+            x, eps = phase.update(self.regularizer, s.op, s.x, y, s.kappa, s.eps, decision, kernels=kernels)
+            return s._replace(x=x, eps=eps), {}
+
+        return self._phase_loop(y, mask, task_id, iteration)[0].x
 
     def replay(self, inputs, plan):
         """x_T as a straight-line differentiable function of the weights, with ``plan``'s decisions.
@@ -338,10 +376,11 @@ class LOANet(Algorithm1Constants, keras.Model):
         y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
         return self._replay(y, mask, task_id, plan)
 
-    def _initial_carry(self, x):
-        """A carry that forces line 5 to evaluate phi and grad phi (eps_c = NaN != eps)."""
-        batch = tf.shape(x)[0]
-        return (tf.zeros([batch], tf.float32), tf.zeros_like(x), tf.fill([batch], float("nan")))
+    def _initial_carry(self, y):
+        """A carry that forces line 5 to evaluate phi and grad phi (eps_c = NaN != eps); x_0 = A^H y
+        has the shape and dtype of ``y``."""
+        batch = tf.shape(y)[0]
+        return (tf.zeros([batch], tf.float32), tf.zeros_like(y), tf.fill([batch], float("nan")))
 
     def _forward_fn(self, jit_compile: bool = False):
         """``call`` compiled once per model structure (reset by ``add_phase``), optionally with XLA."""
@@ -422,30 +461,24 @@ class LOANet(Algorithm1Constants, keras.Model):
         if not return_diagnostics and tol is None and num_iterations == self.num_phases:
             # plain inference: the whole T-phase forward as one compiled graph (no per-step overhead)
             return self._forward_fn(jit_compile)(y, tf.cast(mask, tf.float32), task_id)
-        op, x, eps, active, kappa = self._init_state(y, mask, task_id)
-        mask = tf.cast(mask, tf.float32)
-        records = {k: [] for k in DIAGNOSTIC_KEYS + ("active",)}
-        iterates = [x] if return_iterates else None
-        carry = self._initial_carry(x)
         step_fn = self._step_fn(return_diagnostics, jit_compile)
-        for t in range(num_iterations):
-            if t >= self.num_phases and not bool(tf.reduce_any(active)):
-                break
-            phase = self.phases[min(t, self.num_phases - 1)]
+        mask_f = tf.cast(mask, tf.float32)
+
+        def iteration(t, phase, s):
             alpha, tau = phase.step_sizes(tf.float32)
-            records["active"].append(active)
-            x, eps, active, diag, carry = step_fn(y, mask, x, kappa, eps, active, eps_tol, alpha, tau, carry)
-            if return_diagnostics:
-                for k in DIAGNOSTIC_KEYS:
-                    records[k].append(diag[k])
+            x, eps, active, diag, carry = step_fn(y, mask_f, s.x, s.kappa, s.eps, s.active, eps_tol, alpha, tau, s.carry)
+            record = {**diag, "active": s.active} if return_diagnostics else {}
             if return_iterates:
-                iterates.append(x)
+                record["x_t"] = s.x
+            return s._replace(x=x, eps=eps, active=active, carry=carry), record
+
+        state, records = self._phase_loop(y, mask, task_id, iteration, num_iterations, self._initial_carry(y))
         if not return_diagnostics:
-            return x
-        out = {k: tf.stack(v).numpy() for k, v in records.items() if v}
+            return state.x
+        out = {k: v.numpy() for k, v in _stack(records, DIAGNOSTIC_KEYS + ("active",)).items()}
         if return_iterates:
-            out["iterates"] = tf.stack(iterates).numpy()
-        return x, out
+            out["iterates"] = tf.stack([r["x_t"] for r in records] + [state.x]).numpy()
+        return state.x, out
 
     def get_config(self):
         return {
