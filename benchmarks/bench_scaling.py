@@ -37,7 +37,7 @@ from absl import app, flags  # noqa: E402
 
 from loa_meta.evaluation.classical import tv_reconstruct  # noqa: E402
 from loa_meta.models import LOANet  # noqa: E402
-from benchmarks._timing import _sync, median_times  # noqa: E402
+from benchmarks._timing import median_times, sync  # noqa: E402
 
 flags.DEFINE_integer("repeats", 3, "timed runs per measurement (median reported)")
 flags.DEFINE_list("sections", ["a", "b", "c"], "which sections to run")
@@ -131,9 +131,9 @@ def _child(spec):
     t0 = time.perf_counter()
     if build_only != "1":
         if jit == "1":
-            _sync(model.reconstruct(y, m, jit_compile=True))
+            sync(model.reconstruct(y, m, jit_compile=True))
         else:
-            _sync(_infer_fn(model, y, m)())
+            sync(_infer_fn(model, y, m)())
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     print(json.dumps({"ru_maxrss_mb": peak_kb / 1024.0, "vm_hwm_mb": _vm_hwm_mb(), "seconds": time.perf_counter() - t0}))
 

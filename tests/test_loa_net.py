@@ -1,6 +1,7 @@
 """LOANet (Eqs. 11-12, Algorithm 1 unrolled): descent, closed-form safeguard-off chain, batch
 independence, gradients (first and second order), add_phase/add_task, round trips, solver mode."""
 
+import dataclasses
 import os
 
 import keras
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from loa_meta.layers import LOAPhase
+from loa_meta.layers.algorithm1_config import Algorithm1Config
 from loa_meta.models import LOANet, export_serving
 from tests.test_loa_phase import phantom_batch
 
@@ -185,6 +188,34 @@ def test_round_trips_config_keras_checkpoint_savedmodel(tmp_path):
     np.testing.assert_allclose(mag.numpy(), graph_ref, atol=1e-6)
     np.testing.assert_allclose(mag.numpy(), np.abs(ref), atol=1e-5)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".export")]
+
+
+def test_phases_share_one_algorithm1_config_validated_once(monkeypatch):
+    validations = []
+    check = Algorithm1Config.__post_init__
+    monkeypatch.setattr(Algorithm1Config, "__post_init__", lambda self: (validations.append(1), check(self)))
+    model = make(num_phases=3, rho=0.5, max_backtracks=7, safeguard=0)
+    model.add_phase()
+    assert len(validations) == 1
+    config = model.algorithm1_config
+    assert all(p.algorithm1_config is config for p in model.phases) and len(model.phases) == 4
+    assert (config.rho, config.max_backtracks, config.safeguard) == (0.5, 7, False)
+    assert (model.rho, model.phases[3].rho, model.safeguard) == (0.5, 0.5, False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rho = 0.9
+    # the saved config keeps the flat constants, and rebuilding makes one new (equal) config
+    clone = LOANet.from_config(model.get_config())
+    assert clone.get_config()["rho"] == 0.5 and clone.algorithm1_config == config
+    assert len(validations) == 2 and clone.phases[0].algorithm1_config is clone.algorithm1_config
+    # a bad constant fails once, in the config, with the message naming the argument
+    validations.clear()
+    with pytest.raises(ValueError, match=r"^Argument `rho` must be in \(0.0, 1.0\), but received: 1.5$"):
+        LOANet(num_phases=3, rho=1.5)
+    assert len(validations) == 1
+    with pytest.raises(ValueError, match=r"^Argument `rho` must be in \(0.0, 1.0\), but received: 1.5$"):
+        LOAPhase(rho=1.5)
+    with pytest.raises(ValueError, match="either `config` or the constants"):
+        LOAPhase(config=config, rho=0.5)
 
 
 def test_bad_inputs():

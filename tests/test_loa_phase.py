@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from loa_meta.layers import LearnedRegularizer, LOAPhase
+from loa_meta.layers.algorithm1_config import Algorithm1Config
 from loa_meta.physics.operators import SingleCoilOperator
 
 
@@ -202,6 +203,11 @@ def test_config_and_errors():
     p = LOAPhase(alpha0=0.02, max_backtracks=7, safeguard=False, grad_mode="autodiff")
     q = LOAPhase.from_config(p.get_config())
     assert (q.alpha0, q.max_backtracks, q.safeguard, q.grad_mode) == (0.02, 7, False, "autodiff")
+    assert q.algorithm1_config == p.algorithm1_config == Algorithm1Config(max_backtracks=7, safeguard=False, grad_mode="autodiff")
+    config = Algorithm1Config(rho=0.5)
+    assert LOAPhase(config=config).algorithm1_config is config
+    with pytest.raises(ValueError, match="`config` must be an Algorithm1Config"):
+        LOAPhase(config={"rho": 0.5})
     with pytest.raises(ValueError, match="grad_mode"):
         LOAPhase(grad_mode="numeric")
     with pytest.raises(ValueError, match="rho"):

@@ -12,6 +12,7 @@ from loa_meta.sampling import (
     load_mask,
     looks_uncentred,
     make_mask,
+    mask_options,
     render_mask_png,
     sampling_ratio,
     save_mask,
@@ -78,6 +79,9 @@ def test_unknown_kind_and_option_raise():
         make_mask("radial", (12,), 0.2)
     with pytest.raises(ValueError, match="`axis`"):
         make_mask("cartesian", (12, 14), 0.2, axis=2)
+    assert mask_options("cartesian") == ("axis", "center_fraction") and mask_options("gaussian") == ("sigma",)
+    with pytest.raises(ValueError, match="`kind`"):
+        mask_options("spiral")
 
 
 @pytest.mark.parametrize("golden", [False, True])

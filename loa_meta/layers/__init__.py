@@ -10,3 +10,6 @@ __all__ += ["LearnedRegularizer"]
 from loa_meta.layers.loa_phase import LOAPhase  # noqa: E402
 
 __all__ += ["LOAPhase"]
+from loa_meta.layers.algorithm1_config import Algorithm1Config  # noqa: E402
+
+__all__ += ["Algorithm1Config"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
+from loa_meta.layers.algorithm1_config import FIELD_NAMES, Algorithm1Config, Algorithm1Constants
 from loa_meta.layers.complex_ops import real_to_complex
 from loa_meta.layers.smoothed_relu import cast_like
 from loa_meta.physics.operators import LinearOperator
-from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
-
-GRAD_MODES = ("explicit", "autodiff")
+from loa_meta.validation import check_positive
 
 # Branch codes reported in the diagnostics.
 BRANCH_U = 0  # line 6: x_{t+1} = u_{t+1}
@@ -49,8 +48,64 @@ def regularizer_value_and_grad(regularizer, x: tf.Tensor, eps, grad_mode: str = 
     return v, tf.complex(gr, gi)
 
 
+class _Energy:
+    """phi_eps(v) = f(v) + kappa r_eps(v) of one iteration (fixed y, kappa and eps_t), per sample ``(B,)``.
+
+    ``kappa`` is real ``(B,)``, ``kap`` the same as complex ``(B, 1, 1)``; ``kernels`` as in
+    :func:`regularizer_value_and_grad`; ``batch`` = B (a scalar tensor, computed once per iteration).
+    """
+
+    def __init__(self, regularizer, operator: LinearOperator, y, kappa, kap, eps, grad_mode: str, kernels=None,
+                 batch=None):
+        self.regularizer, self.operator, self.y = regularizer, operator, y
+        self.kappa, self.kap, self.eps = kappa, kap, eps
+        self.grad_mode, self.kernels, self.batch = grad_mode, kernels, batch
+
+    def value(self, v):
+        """phi_eps(v)."""
+        kw = {} if self.kernels is None else {"kernels": self.kernels}
+        return self.operator.data_term(v, self.y) + self.kappa * self.regularizer.value(v, self.eps, **kw)
+
+    def grad_r(self, v):
+        """grad r_eps(v) (without kappa)."""
+        return regularizer_value_and_grad(self.regularizer, v, self.eps, self.grad_mode, self.kernels)[1]
+
+    def value_and_grad(self, v):
+        """(phi_eps(v), grad phi_eps(v))."""
+        r, gr = regularizer_value_and_grad(self.regularizer, v, self.eps, self.grad_mode, self.kernels)
+        return self.operator.data_term(v, self.y) + self.kappa * r, self.operator.data_grad(v, self.y) + self.kap * gr
+
+    def at_x(self, x, carry=None):
+        """phi_eps(x), grad phi_eps(x) for line 5: from ``carry`` (see ``LOAPhase.step``) for every
+        sample whose eps is unchanged, computed (for exactly the others) if any sample's eps changed."""
+        if carry is None:
+            return self.value_and_grad(x)
+        cdt, rdt = x.dtype, x.dtype.real_dtype
+        c_phi, c_grad, c_eps = carry
+        c_phi = tf.broadcast_to(tf.cast(c_phi, rdt), [self.batch])
+        c_grad = tf.cast(c_grad, cdt)
+        stale = tf.not_equal(tf.broadcast_to(tf.cast(c_eps, rdt), [self.batch]), self.eps)
+
+        def recompute():
+            p, g = self.value_and_grad(x)
+            return tf.where(stale, p, c_phi), tf.where(stale[:, tf.newaxis, tf.newaxis], g, c_grad)
+
+        return tf.cond(tf.reduce_any(stale), recompute, lambda: (tf.identity(c_phi), tf.identity(c_grad)))
+
+
+def _line_3(operator: LinearOperator, x, y, alpha):
+    """Line 3 (Eq. 6a): ``(grad f(x), z = x - alpha grad f(x))``."""
+    grad_f = operator.data_grad(x, y)
+    return grad_f, x - real_to_complex(alpha, x.dtype) * grad_f
+
+
+def _line_4(z, grad_r, tau, kap):
+    """Line 4 (Eq. 8, R = kappa r): ``u = z - tau kappa grad r_eps(z)``."""
+    return z - real_to_complex(tau, z.dtype) * kap * grad_r
+
+
 @keras.saving.register_keras_serializable(package="loa_meta")
-class LOAPhase(keras.layers.Layer):
+class LOAPhase(Algorithm1Constants, keras.layers.Layer):
     """One iteration of Algorithm 1 (lines 3-16), applied per sample.
 
     With phi_eps(x) = f(x) + kappa r_eps(x), f(x) = 1/2 ||A x - y||^2 and R = kappa r (Section 3.2):
@@ -72,50 +127,36 @@ class LOAPhase(keras.layers.Layer):
     nested ``GradientTape``s. All tests are evaluated on values with ``stop_gradient`` (the branch
     choice is piecewise constant).
 
+    Code map: :meth:`step` runs one iteration sequentially: lines 3-4 (``_line_3``, ``_line_4``),
+    then :meth:`_decide`, the decisions: :meth:`_line_5`, :meth:`_lines_8_13` (line search), the
+    choice of lines 6/10, :meth:`_line_15` (eps), :meth:`_line_16` (active). :meth:`update` replays
+    an iteration with those decisions given, straight-line and differentiable (lines 3-4, 10 via
+    :meth:`_line_10_replayed`, 15 via :meth:`_eps_next`).
+
     Learnable weights ``alpha`` and ``tau`` (scalars) are stored as float variables and used through
     ``|.|`` so that step sizes stay positive whatever the optimiser does (``tau`` is learned
     directly, Section 5.2; beta of Eq. 8 is implicit).
 
+    The constants of Algorithm 1 (a, sigma, rho, gamma, eps_tol, max_backtracks, safeguard,
+    grad_mode) are one frozen :class:`Algorithm1Config`, readable as ``phase.algorithm1_config``
+    and, one by one, as ``phase.a``, ``phase.sigma``, ...
+
     Args:
       alpha0: initial step size alpha (paper: 0.01).
       tau0: initial step size tau (paper: 0.01).
-      a: line-5/9 constant (paper: 1e5).
-      sigma: line-15/16 constant (paper: 1e3).
-      rho: line-search reduction (paper: 0.9).
-      gamma: eps reduction (paper: 0.9).
-      eps_tol: termination tolerance of line 16 (paper: 1e-3).
-      max_backtracks: bound on the line-search reductions of line 12.
-      safeguard: if False, ``x_{t+1} = u`` always and eps is kept fixed (lines 5-16 skipped), as
-        in the authors' released script.
-      grad_mode: ``"explicit"`` (Eq. A2 chain rule, default) or ``"autodiff"`` (tf.GradientTape).
-      **kwargs: standard layer arguments.
+      config: the :class:`Algorithm1Config` (validated already; a :class:`~loa_meta.models.LOANet`
+        passes the same one to all its phases).
+      **kwargs: standard layer arguments; without ``config``, also the constants by name
+        (``a=1e5, rho=0.9, ...``: the older form, and the form of saved configs), from which a
+        config is made (defaults as in :class:`Algorithm1Config`).
     """
 
-    def __init__(
-        self,
-        alpha0: float = 0.01,
-        tau0: float = 0.01,
-        a: float = 1e5,
-        sigma: float = 1e3,
-        rho: float = 0.9,
-        gamma: float = 0.9,
-        eps_tol: float = 1e-3,
-        max_backtracks: int = 20,
-        safeguard: bool = True,
-        grad_mode: str = "explicit",
-        **kwargs,
-    ):
+    def __init__(self, alpha0: float = 0.01, tau0: float = 0.01, config: Optional[Algorithm1Config] = None, **kwargs):
+        constants = {name: kwargs.pop(name) for name in FIELD_NAMES if name in kwargs}
         super().__init__(**kwargs)
         self.alpha0 = check_positive(alpha0, "alpha0")
         self.tau0 = check_positive(tau0, "tau0")
-        self.a = check_positive(a, "a")
-        self.sigma = check_positive(sigma, "sigma")
-        self.rho = check_in_range(rho, "rho", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.eps_tol = check_in_range(eps_tol, "eps_tol", 0.0)
-        self.max_backtracks = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
-        self.safeguard = bool(safeguard)
-        self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
+        self.algorithm1_config = Algorithm1Config.resolve(config, **constants)
 
     def build(self, input_shape=None):
         self.alpha = self.add_weight(
@@ -156,6 +197,7 @@ class LOAPhase(keras.layers.Layer):
             alpha, tau = (tf.cast(tf.abs(v), rdt) for v in step_sizes)
         return x, tf.cast(y, cdt), kappa, eps, alpha, tau, _img(kappa, cdt)
 
+    # -- Algorithm 1, one iteration, sequentially (the reference; the plan of the training engine) --
     def step(
         self,
         regularizer,
@@ -172,7 +214,7 @@ class LOAPhase(keras.layers.Layer):
         return_carry: bool = False,
         kernels=None,
     ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
-        """Run lines 3-16 of Algorithm 1 once.
+        """Run lines 3-16 of Algorithm 1 once: lines 3-4 here, then :meth:`_decide` (lines 5-16).
 
         Args:
           regularizer: the shared :class:`LearnedRegularizer` (r_eps and its gradient).
@@ -205,115 +247,42 @@ class LOAPhase(keras.layers.Layer):
           reductions), ``eps`` (eps_t), ``grad_norm`` (||grad phi_eps_t(x_t)||).
         """
         x, y, kappa, eps, alpha, tau, kap = self._inputs(x, y, kappa, eps, step_sizes)
-        cdt, rdt = x.dtype, x.dtype.real_dtype
         batch = tf.shape(x)[0]
         active = tf.broadcast_to(tf.cast(active, tf.bool), [batch])
-        mode = self.grad_mode
-        reg_kw = {} if kernels is None else {"kernels": kernels}
+        phi = _Energy(regularizer, operator, y, kappa, kap, eps, self.grad_mode, kernels, batch)
+        grad_f, z = _line_3(operator, x, y, alpha)
+        u = _line_4(z, phi.grad_r(z), tau, kap)
+        if self.safeguard:
+            out, carry_next = self._decide(phi, x, u, eps, active, alpha, carry, eps_tol)
+        else:
+            out, carry_next = self._take_u(phi, x, u, eps, active, carry, compute_diagnostics)
+        return out + (carry_next,) if return_carry else out
 
-        def energy(v):
-            return operator.data_term(v, y) + kappa * regularizer.value(v, eps, **reg_kw)
+    def _take_u(self, phi, x, u, eps, active, carry, compute_diagnostics):
+        """``safeguard=False`` (the authors' script): x_{t+1} = u_{t+1}, eps fixed, lines 5-16 skipped."""
+        x_next = tf.where(active[:, tf.newaxis, tf.newaxis], u, x)
+        diag = {"branch": tf.where(active, BRANCH_U, BRANCH_INACTIVE), "backtracks": tf.zeros([phi.batch], tf.int32),
+                "eps": eps, "reduce_eps": tf.zeros([phi.batch], tf.bool)}
+        carry_next = carry
+        if compute_diagnostics:
+            phi_x, grad_phi = phi.at_x(x, carry)
+            phi_next, grad_next = phi.value_and_grad(x_next)
+            diag.update(phi=phi_x, phi_next=phi_next, grad_norm=tf.sqrt(tf.stop_gradient(_sqnorm(grad_phi))))
+            carry_next = (phi_next, grad_next, eps)
+        return (x_next, eps, active, diag), carry_next
 
-        def energy_and_grad(v):
-            r, gr = regularizer_value_and_grad(regularizer, v, eps, mode, kernels)
-            return operator.data_term(v, y) + kappa * r, operator.data_grad(v, y) + kap * gr
+    def _decide(self, phi, x, u, eps, active, alpha, carry, eps_tol):
+        """Lines 5-16 with the safeguard: the decisions of Algorithm 1 and the x_{t+1} they select.
 
-        def energy_and_grad_at_x():
-            """phi_eps(x), grad phi_eps(x): from the carry where valid, else computed."""
-            if carry is None:
-                return energy_and_grad(x)
-            c_phi, c_grad, c_eps = carry
-            c_phi = tf.broadcast_to(tf.cast(c_phi, rdt), [batch])
-            c_grad = tf.cast(c_grad, cdt)
-            stale = tf.not_equal(tf.broadcast_to(tf.cast(c_eps, rdt), [batch]), eps)
-
-            def recompute():
-                p, g = energy_and_grad(x)
-                return tf.where(stale, p, c_phi), tf.where(stale[:, tf.newaxis, tf.newaxis], g, c_grad)
-
-            return tf.cond(tf.reduce_any(stale), recompute, lambda: (tf.identity(c_phi), tf.identity(c_grad)))
-
-        def finish(out, carry_next):
-            return out + (carry_next,) if return_carry else out
-
-        act_img = active[:, tf.newaxis, tf.newaxis]
-        zeros_i = tf.zeros([batch], tf.int32)
-
-        # lines 3-4
-        grad_f = operator.data_grad(x, y)
-        z = x - real_to_complex(alpha, cdt) * grad_f
-        _, grad_r_z = regularizer_value_and_grad(regularizer, z, eps, mode, kernels)
-        u = z - real_to_complex(tau, cdt) * kap * grad_r_z
-
-        if not self.safeguard:
-            x_next = tf.where(act_img, u, x)
-            diag = {"branch": tf.where(active, BRANCH_U, BRANCH_INACTIVE), "backtracks": zeros_i, "eps": eps,
-                    "reduce_eps": tf.zeros([batch], tf.bool)}
-            carry_next = carry
-            if compute_diagnostics:
-                phi_x, grad_phi = energy_and_grad_at_x()
-                phi_next, grad_next = energy_and_grad(x_next)
-                diag.update(phi=phi_x, phi_next=phi_next, grad_norm=tf.sqrt(tf.stop_gradient(_sqnorm(grad_phi))))
-                carry_next = (phi_next, grad_next, eps)
-            return finish((x_next, eps, active, diag), carry_next)
-
-        # line 5 (phi and grad phi at x usually come from line 15 of the previous iteration; phi and
-        # grad phi at u are evaluated together: u is the usual x_{t+1}, whose gradient line 15 needs)
-        phi_x, grad_phi = energy_and_grad_at_x()
-        phi_u, grad_phi_u = energy_and_grad(u)
-        a = cast_like(self.a, rdt)
-        du2 = tf.stop_gradient(_sqnorm(u - x))
-        g2 = tf.stop_gradient(_sqnorm(grad_phi))
-        accept_u = (g2 <= a * a * du2) & (tf.stop_gradient(phi_u - phi_x) <= -du2 / a)
+        phi and grad phi at x come from the carry (line 15 of the previous iteration) where valid;
+        every test is evaluated on values with ``stop_gradient`` (the decisions are piecewise
+        constant). Returns ``((x_next, eps_next, active_next, diagnostics), carry_next)``.
+        """
+        phi_x, grad_phi = phi.at_x(x, carry)
+        accept_u, phi_u, grad_phi_u, g2 = self._line_5(phi, x, u, phi_x, grad_phi)
         need_v = active & ~accept_u
-
-        # lines 8-13
-        rho = cast_like(self.rho, rdt)
-
-        def descent_ok(v, phi_v):
-            return tf.stop_gradient(phi_v - phi_x) <= -tf.stop_gradient(_sqnorm(v - x)) / a
-
-        def v_branch():
-            step = tf.fill([batch], alpha)
-            v0 = x - _img(step, cdt) * grad_phi
-            phi_v0 = energy(v0)
-            ok0 = ~need_v | descent_ok(v0, phi_v0)
-
-            def cond(k, step, v, phi_v, ok, nbt):
-                return tf.reduce_any(~ok)
-
-            def body(k, step, v, phi_v, ok, nbt):
-                step = tf.where(ok, step, rho * step)
-                v_new = x - _img(step, cdt) * grad_phi
-                phi_new = energy(v_new)
-                v = tf.where(ok[:, tf.newaxis, tf.newaxis], v, v_new)
-                phi_v = tf.where(ok, phi_v, phi_new)
-                nbt = nbt + tf.cast(~ok, tf.int32)
-                return k + 1, step, v, phi_v, ok | descent_ok(v, phi_v), nbt
-
-            _, _, v, phi_v, ok, nbt = tf.while_loop(
-                cond,
-                body,
-                (tf.constant(0), step, v0, phi_v0, ok0, zeros_i),
-                shape_invariants=(
-                    tf.TensorShape([]),
-                    tf.TensorShape([None]),
-                    tf.TensorShape([None, None, None]),
-                    tf.TensorShape([None]),
-                    tf.TensorShape([None]),
-                    tf.TensorShape([None]),
-                ),
-                maximum_iterations=self.max_backtracks,
-            )
-            # grad phi at the accepted v, for line 15 (with the same eps_t)
-            _, grad_v = energy_and_grad(v)
-            return v, phi_v, ok & need_v, nbt, grad_v
-
-        def no_v_branch():
-            return x, phi_x, tf.zeros([batch], tf.bool), zeros_i, grad_phi
-
-        v, phi_v, accept_v, backtracks, grad_phi_v = tf.cond(tf.reduce_any(need_v), v_branch, no_v_branch)
-
+        v, phi_v, accept_v, backtracks, grad_phi_v = self._lines_8_13(phi, x, phi_x, grad_phi, alpha, need_v)
+        # lines 6 and 10 (a sample whose line search is exhausted keeps x_t, branch 2)
         take_u = active & accept_u
         take_v = need_v & accept_v
         take_u_img, take_v_img = take_u[:, tf.newaxis, tf.newaxis], take_v[:, tf.newaxis, tf.newaxis]
@@ -322,16 +291,10 @@ class LOAPhase(keras.layers.Layer):
         branch = tf.where(
             ~active, BRANCH_INACTIVE, tf.where(accept_u, BRANCH_U, tf.where(accept_v, BRANCH_V, BRANCH_KEPT))
         )
-
-        # line 15 (gradient of phi_{eps_t} at x_{t+1}, already evaluated above for each branch)
+        # grad phi_{eps_t}(x_{t+1}) for line 15, already evaluated for each branch
         grad_phi_next = tf.where(take_u_img, grad_phi_u, tf.where(take_v_img, grad_phi_v, grad_phi))
-        thresh = cast_like(self.sigma * self.gamma, rdt) * tf.stop_gradient(eps)
-        reduce_eps = active & (tf.stop_gradient(_sqnorm(grad_phi_next)) < thresh * thresh)
-        eps_next = tf.where(reduce_eps, cast_like(self.gamma, rdt) * eps, eps)
-        # line 16 (tested on eps_t, as written)
-        tol = cast_like(self.eps_tol if eps_tol is None else eps_tol, rdt)
-        active_next = active & ~(cast_like(self.sigma, rdt) * tf.stop_gradient(eps) < tol)
-
+        reduce_eps, eps_next = self._line_15(grad_phi_next, eps, active)
+        active_next = self._line_16(eps, active, eps_tol)
         diag = {
             "phi": phi_x,
             "phi_next": phi_next,
@@ -341,8 +304,95 @@ class LOAPhase(keras.layers.Layer):
             "reduce_eps": reduce_eps,
             "grad_norm": tf.sqrt(g2),
         }
-        return finish((x_next, eps_next, active_next, diag), (phi_next, grad_phi_next, eps))
+        return (x_next, eps_next, active_next, diag), (phi_next, grad_phi_next, eps)
 
+    def _line_5(self, phi, x, u, phi_x, grad_phi):
+        """Line 5: accept u if ``||grad phi(x)|| <= a ||u - x||`` and ``phi(u) - phi(x) <= -||u - x||^2 / a``.
+
+        Compares squared norms (the same test without a sqrt). phi and grad phi at u are evaluated
+        together: u is the usual x_{t+1}, whose gradient line 15 needs. Returns
+        ``(accept_u, phi(u), grad phi(u), ||grad phi(x)||^2)``.
+        """
+        phi_u, grad_phi_u = phi.value_and_grad(u)
+        a = cast_like(self.a, x.dtype.real_dtype)
+        du2 = tf.stop_gradient(_sqnorm(u - x))
+        g2 = tf.stop_gradient(_sqnorm(grad_phi))
+        accept_u = (g2 <= a * a * du2) & (tf.stop_gradient(phi_u - phi_x) <= -du2 / a)
+        return accept_u, phi_u, grad_phi_u, g2
+
+    def _lines_8_13(self, phi, x, phi_x, grad_phi, alpha, need_v):
+        """Lines 8-13, only computed when some active sample needs them (``tf.cond``).
+
+        ``v = x - alpha' grad phi(x)`` (Eq. 10) with ``alpha' <- rho alpha'`` (line 12) until
+        ``phi(v) - phi(x) <= -||v - x||^2 / a`` (line 9), at most ``max_backtracks`` reductions
+        (a differentiable ``tf.while_loop``). Returns ``(v, phi(v), accept_v, backtracks,
+        grad phi(v))`` (``accept_v`` False where the search was exhausted or not needed).
+        """
+        batch = phi.batch
+        zeros_i = tf.zeros([batch], tf.int32)
+        cdt, rdt = x.dtype, x.dtype.real_dtype
+        a, rho = cast_like(self.a, rdt), cast_like(self.rho, rdt)
+
+        def descent_ok(v, phi_v):  # line 9
+            return tf.stop_gradient(phi_v - phi_x) <= -tf.stop_gradient(_sqnorm(v - x)) / a
+
+        def v_branch():
+            step = tf.fill([batch], alpha)
+            v0 = x - _img(step, cdt) * grad_phi
+            phi_v0 = phi.value(v0)
+            ok0 = ~need_v | descent_ok(v0, phi_v0)
+
+            def cond(k, step, v, phi_v, ok, nbt):
+                return tf.reduce_any(~ok)
+
+            def body(k, step, v, phi_v, ok, nbt):
+                step = tf.where(ok, step, rho * step)
+                v_new = x - _img(step, cdt) * grad_phi
+                phi_new = phi.value(v_new)
+                v = tf.where(ok[:, tf.newaxis, tf.newaxis], v, v_new)
+                phi_v = tf.where(ok, phi_v, phi_new)
+                nbt = nbt + tf.cast(~ok, tf.int32)
+                return k + 1, step, v, phi_v, ok | descent_ok(v, phi_v), nbt
+
+            vector = tf.TensorShape([None])
+            _, _, v, phi_v, ok, nbt = tf.while_loop(
+                cond,
+                body,
+                (tf.constant(0), step, v0, phi_v0, ok0, zeros_i),
+                shape_invariants=(tf.TensorShape([]), vector, tf.TensorShape([None, None, None]), vector, vector, vector),
+                maximum_iterations=self.max_backtracks,
+            )
+            # grad phi at the accepted v, for line 15 (with the same eps_t)
+            _, grad_v = phi.value_and_grad(v)
+            return v, phi_v, ok & need_v, nbt, grad_v
+
+        def no_v_branch():
+            return x, phi_x, tf.zeros([batch], tf.bool), zeros_i, grad_phi
+
+        return tf.cond(tf.reduce_any(need_v), v_branch, no_v_branch)
+
+    def _line_15(self, grad_phi_next, eps, active):
+        """Line 15: ``eps <- gamma eps`` if ``||grad phi_{eps_t}(x_{t+1})|| < sigma gamma eps_t``.
+
+        Returns ``(reduce_eps, eps_next)``.
+        """
+        rdt = eps.dtype
+        thresh = cast_like(self.sigma * self.gamma, rdt) * tf.stop_gradient(eps)
+        reduce_eps = active & (tf.stop_gradient(_sqnorm(grad_phi_next)) < thresh * thresh)
+        return reduce_eps, self._eps_next(eps, reduce_eps)
+
+    def _eps_next(self, eps, reduce_eps):
+        """The update of line 15 for the decision ``reduce_eps``: gamma eps_t or eps_t."""
+        return tf.where(tf.cast(reduce_eps, tf.bool), cast_like(self.gamma, eps.dtype) * eps, eps)
+
+    def _line_16(self, eps, active, eps_tol):
+        """Line 16: a sample with ``sigma eps_t < eps_tol`` becomes inactive (tested on eps_t, as
+        written); ``eps_tol`` (None = the config's) is the solver mode's tolerance."""
+        rdt = eps.dtype
+        tol = cast_like(self.eps_tol if eps_tol is None else eps_tol, rdt)
+        return active & ~(cast_like(self.sigma, rdt) * tf.stop_gradient(eps) < tol)
+
+    # -- the same iteration replayed with planned decisions (the differentiable update) -----
     def update(
         self,
         regularizer,
@@ -380,45 +430,35 @@ class LOAPhase(keras.layers.Layer):
           ``(x_next, eps_next)``.
         """
         x, y, kappa, eps, alpha, tau, kap = self._inputs(x, y, kappa, eps, step_sizes)
-        cdt, rdt = x.dtype, x.dtype.real_dtype
         branch = tf.convert_to_tensor(decision["branch"])
-
-        def grad_r(v):
-            return regularizer_value_and_grad(regularizer, v, eps, self.grad_mode, kernels)[1]
-
-        # line 3
-        grad_f = operator.data_grad(x, y)
-        z = x - real_to_complex(alpha, cdt) * grad_f
+        phi = _Energy(regularizer, operator, y, kappa, kap, eps, self.grad_mode, kernels)
+        grad_f, z = _line_3(operator, x, y, alpha)
         if not self.safeguard:  # line 4 only
-            u = z - real_to_complex(tau, cdt) * kap * grad_r(z)
+            u = _line_4(z, phi.grad_r(z), tau, kap)
             return tf.where((branch != BRANCH_INACTIVE)[:, tf.newaxis, tf.newaxis], u, x), eps
 
         take_u = (branch == BRANCH_U)[:, tf.newaxis, tf.newaxis]
         take_v = (branch == BRANCH_V)[:, tf.newaxis, tf.newaxis]
-        grad_r_at = grad_r(tf.where(take_v, x, z))  # grad r_eps(x_t) where v is taken, else grad r_eps(z_t)
-        # line 4
-        u = z - real_to_complex(tau, cdt) * kap * grad_r_at
-        # lines 8-12: alpha_t rho^k as k successive multiplications by rho, exactly as the line search
-        # computes it (a left-to-right cumulative product; tf.pow would differ by up to ~5e-5 at k = 40)
-        k = tf.cast(decision["backtracks"], tf.int32)
-        table = tf.math.cumprod(tf.concat([alpha[tf.newaxis], tf.fill([self.max_backtracks], cast_like(self.rho, rdt))], 0))
-        v = x - _img(tf.gather(table, k), cdt) * (grad_f + kap * grad_r_at)
+        grad_r_at = phi.grad_r(tf.where(take_v, x, z))  # grad r_eps(x_t) where v is taken, else grad r_eps(z_t)
+        u = _line_4(z, grad_r_at, tau, kap)
+        v = self._line_10_replayed(x, grad_f + kap * grad_r_at, alpha, decision["backtracks"])
         x_next = tf.where(take_u, u, tf.where(take_v, v, x))
         # line 15 (the test itself was taken by the plan)
-        eps_next = tf.where(tf.cast(decision["reduce_eps"], tf.bool), cast_like(self.gamma, rdt) * eps, eps)
-        return x_next, eps_next
+        return x_next, self._eps_next(eps, decision["reduce_eps"])
+
+    def _line_10_replayed(self, x, grad_phi, alpha, backtracks):
+        """v = x - alpha rho^k grad phi(x) for the planned k (lines 8-12), alpha rho^k as k successive
+        multiplications by rho, exactly as the line search computes it (a left-to-right cumulative
+        product; tf.pow would differ by up to ~5e-5 at k = 40)."""
+        rdt = alpha.dtype
+        k = tf.cast(backtracks, tf.int32)
+        table = tf.math.cumprod(tf.concat([alpha[tf.newaxis], tf.fill([self.max_backtracks], cast_like(self.rho, rdt))], 0))
+        return x - _img(tf.gather(table, k), x.dtype) * grad_phi
 
     def get_config(self):
         return {
             **super().get_config(),
             "alpha0": self.alpha0,
             "tau0": self.tau0,
-            "a": self.a,
-            "sigma": self.sigma,
-            "rho": self.rho,
-            "gamma": self.gamma,
-            "eps_tol": self.eps_tol,
-            "max_backtracks": self.max_backtracks,
-            "safeguard": self.safeguard,
-            "grad_mode": self.grad_mode,
+            **self.algorithm1_config.as_dict(),
         }

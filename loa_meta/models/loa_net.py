@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import keras
 import tensorflow as tf
@@ -12,15 +12,32 @@ from absl import logging
 from tensorflow.python.eager import record as _record  # no public API pauses every active tape
 
 from loa_meta.fileio import atomic_dir
+from loa_meta.layers.algorithm1_config import Algorithm1Config, Algorithm1Constants
 from loa_meta.layers.learned_regularizer import LearnedRegularizer
-from loa_meta.layers.loa_phase import GRAD_MODES, LOAPhase
+from loa_meta.layers.loa_phase import LOAPhase
 from loa_meta.physics.operators import SingleCoilOperator, check_kspace_mask
 from loa_meta.sampling.task_spec import canonical_task_specs
-from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
+from loa_meta.validation import check_in_range, check_positive, check_positive_int
 
 DIAGNOSTIC_KEYS = ("phi", "phi_next", "branch", "backtracks", "eps", "grad_norm")
 # The decisions of Algorithm 1 recorded by the plan and replayed by the differentiable update.
 PLAN_KEYS = ("branch", "backtracks", "reduce_eps")
+
+
+class _LoopState(NamedTuple):
+    """What one iteration of Algorithm 1 hands to the next in :meth:`LOANet._phase_loop`."""
+
+    x: tf.Tensor  # x_t, complex (B, H, W)
+    eps: tf.Tensor  # eps_t, (B,)
+    active: tf.Tensor  # bool (B,): not terminated by line 16
+    carry: Any  # phi, grad phi at x_t from line 15 (LOAPhase.step's carry), or None
+    op: SingleCoilOperator  # A (fixed)
+    kappa: tf.Tensor  # (B,) (fixed)
+
+
+def _stack(records, keys):
+    """``{key: (T_run, ...) tensor}`` stacked over the iterations' records."""
+    return {k: tf.stack([r[k] for r in records]) for k in keys}
 
 
 @contextlib.contextmanager
@@ -36,7 +53,7 @@ def stop_recording():
 
 
 @keras.saving.register_keras_serializable(package="loa_meta")
-class LOANet(keras.Model):
+class LOANet(Algorithm1Constants, keras.Model):
     """LOA-induced reconstruction network: ``num_phases`` iterations of Algorithm 1 (Section 3.2).
 
     Learnable parameters: theta = the conv kernels of ONE :class:`LearnedRegularizer` shared by all
@@ -58,6 +75,8 @@ class LOANet(keras.Model):
       a, sigma, rho, gamma, eps_tol: fixed constants of Algorithm 1 (paper: 1e5, 1e3, 0.9, 0.9, 1e-3).
       max_backtracks: bound on the line search of lines 8-13.
       safeguard: run lines 5-16 (True) or the plain u-update of the authors' script (False).
+        These constants and ``grad_mode`` form one frozen :class:`Algorithm1Config`
+        (``model.algorithm1_config``, validated once), shared by every phase.
       use_task_weights: if False, kappa is the constant ``fixed_kappa`` (conventional learning
         without omega; the paper's conventional network has kappa = 1, the default).
       fixed_kappa: kappa used when ``use_task_weights=False``, in (0, inf).
@@ -113,17 +132,13 @@ class LOANet(keras.Model):
         self.alpha0 = check_positive(alpha0, "alpha0")
         self.tau0 = check_positive(tau0, "tau0")
         self.eps0 = check_positive(eps0, "eps0")
-        self.a = check_positive(a, "a")
-        self.sigma = check_positive(sigma, "sigma")
-        self.rho = check_in_range(rho, "rho", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        self.eps_tol = check_in_range(eps_tol, "eps_tol", 0.0)
-        self.max_backtracks = check_positive_int(max_backtracks, "max_backtracks", minimum=0)
-        self.safeguard = bool(safeguard)
+        self.algorithm1_config = Algorithm1Config(
+            a=a, sigma=sigma, rho=rho, gamma=gamma, eps_tol=eps_tol, max_backtracks=max_backtracks,
+            safeguard=safeguard, grad_mode=grad_mode,
+        )
         self.use_task_weights = bool(use_task_weights)
         self.initial_omega = check_in_range(initial_omega, "initial_omega")
         self.fixed_kappa = check_positive(fixed_kappa, "fixed_kappa")
-        self.grad_mode = check_one_of(grad_mode, "grad_mode", GRAD_MODES)
         self._task_specs = canonical_task_specs(task_specs, num_tasks)
         self.eps0_floor = check_in_range(eps0_floor, "eps0_floor", 0.0)
         self.regularizer_init = regularizer_init
@@ -159,19 +174,7 @@ class LOANet(keras.Model):
 
     # -- structure -----------------------------------------------------------------------
     def _append_phase(self, alpha0: float, tau0: float) -> LOAPhase:
-        phase = LOAPhase(
-            alpha0=alpha0,
-            tau0=tau0,
-            a=self.a,
-            sigma=self.sigma,
-            rho=self.rho,
-            gamma=self.gamma,
-            eps_tol=self.eps_tol,
-            max_backtracks=self.max_backtracks,
-            safeguard=self.safeguard,
-            grad_mode=self.grad_mode,
-            name=f"phase_{self._num_phases}",
-        )
+        phase = LOAPhase(alpha0=alpha0, tau0=tau0, config=self.algorithm1_config, name=f"phase_{self._num_phases}")
         phase.build(None)
         setattr(self, f"phase_{self._num_phases}", phase)
         self._num_phases += 1
@@ -281,12 +284,33 @@ class LOANet(keras.Model):
         task_id = tf.broadcast_to(tf.cast(task_id, tf.int32), [batch])
         return y, mask, task_id
 
-    def _init_state(self, y, mask, task_id):
+    def _phase_loop(self, y, mask, task_id, iteration, num_iterations: Optional[int] = None, carry=None):
+        """The one loop of Algorithm 1 over the phases, behind :meth:`call`, :meth:`plan`,
+        :meth:`replay` and :meth:`reconstruct`.
+
+        Line 1: x_0 = A^H y (zero filling), eps_0, every sample active. Line 2: for t = 0, 1, ...,
+        ``iteration(t, phase_t, state) -> (state, record)`` runs lines 3-16 in one of three ways
+        (sequential :meth:`LOAPhase.step`, replayed :meth:`LOAPhase.update`, or the compiled step of
+        :meth:`reconstruct`). ``num_iterations`` defaults to T; iterations t >= T reuse the last
+        phase and stop once every sample has terminated by line 16 (the solver mode of
+        :meth:`reconstruct`, which runs eagerly).
+
+        Returns:
+          ``(state, records)``: the :class:`_LoopState` after the last iteration and the list of
+          each iteration's ``record``.
+        """
         op = SingleCoilOperator(mask)
         x0 = op.zero_filled(y)
         batch = tf.shape(y)[0]
         eps = tf.fill([batch], self.eps0_value())
-        return op, x0, eps, tf.ones([batch], tf.bool), self.kappa(task_id)
+        state = _LoopState(x=x0, eps=eps, active=tf.ones([batch], tf.bool), carry=carry, op=op, kappa=self.kappa(task_id))
+        records = []
+        for t in range(self.num_phases if num_iterations is None else num_iterations):
+            if t >= self.num_phases and not bool(tf.reduce_any(state.active)):
+                break
+            state, record = iteration(t, self.phases[min(t, self.num_phases - 1)], state)
+            records.append(record)
+        return state, records
 
     def call(self, inputs, training=None):
         """x_T. With ``training=True``: :meth:`plan` (recording no gradients), then :meth:`replay`.
@@ -301,23 +325,21 @@ class LOANet(keras.Model):
         return self._sequential(y, mask, task_id, record_decisions=False)["x"]
 
     def _sequential(self, y, mask, task_id, record_decisions: bool):
-        """The one phase loop of Algorithm 1 (lines 2-17) as the sequential reference."""
-        op, x, eps, active, kappa = self._init_state(y, mask, task_id)
-        carry = None
-        decisions = {k: [] for k in PLAN_KEYS}
-        kernels = self.regularizer.block_kernels(x.dtype.real_dtype)  # built once for all phases
-        for phase in self.phases:
+        """Algorithm 1 run sequentially (:meth:`LOAPhase.step`, the reference): ``{"x": x_T}``, plus
+        the ``(T, B)`` decisions ``PLAN_KEYS`` if ``record_decisions``."""
+        kernels = self.regularizer.block_kernels(y.dtype.real_dtype)  # built once for all phases
+        reuse = self._reuse_energy_grad
+
+        def iteration(t, phase, s):
             x, eps, active, diag, carry = phase.step(
-                self.regularizer, op, x, y, kappa, eps, active, compute_diagnostics=False,
-                carry=carry if self._reuse_energy_grad else None, return_carry=True, kernels=kernels,
+                self.regularizer, s.op, s.x, y, s.kappa, s.eps, s.active, compute_diagnostics=False,
+                carry=s.carry if reuse else None, return_carry=True, kernels=kernels,
             )
-            if record_decisions:
-                for k in PLAN_KEYS:
-                    decisions[k].append(diag[k])
-        out = {"x": x}
-        if record_decisions:
-            out.update({k: tf.stack(v) for k, v in decisions.items()})
-        return out
+            record = {k: diag[k] for k in PLAN_KEYS} if record_decisions else {}
+            return s._replace(x=x, eps=eps, active=active, carry=carry), record
+
+        state, records = self._phase_loop(y, mask, task_id, iteration)
+        return {"x": state.x, **(_stack(records, PLAN_KEYS) if record_decisions else {})}
 
     def _plan(self, y, mask, task_id):
         with stop_recording():
@@ -335,12 +357,15 @@ class LOANet(keras.Model):
         return self._plan(y, mask, task_id)
 
     def _replay(self, y, mask, task_id, plan):
-        op, x, eps, _, kappa = self._init_state(y, mask, task_id)
-        kernels = self.regularizer.block_kernels(x.dtype.real_dtype)  # built (and differentiated) once
-        for t, phase in enumerate(self.phases):
+        """x_T by :meth:`LOAPhase.update` with ``plan``'s decisions (straight-line, differentiable)."""
+        kernels = self.regularizer.block_kernels(y.dtype.real_dtype)  # built (and differentiated) once
+
+        def iteration(t, phase, s):
             decision = {k: plan[k][t] for k in PLAN_KEYS}
-            x, eps = phase.update(self.regularizer, op, x, y, kappa, eps, decision, kernels=kernels)
-        return x
+            x, eps = phase.update(self.regularizer, s.op, s.x, y, s.kappa, s.eps, decision, kernels=kernels)
+            return s._replace(x=x, eps=eps), {}
+
+        return self._phase_loop(y, mask, task_id, iteration)[0].x
 
     def replay(self, inputs, plan):
         """x_T as a straight-line differentiable function of the weights, with ``plan``'s decisions.
@@ -351,10 +376,11 @@ class LOANet(keras.Model):
         y, mask, task_id = self._prepare(inputs["kspace"], inputs["mask"], inputs.get("task_id"))
         return self._replay(y, mask, task_id, plan)
 
-    def _initial_carry(self, x):
-        """A carry that forces line 5 to evaluate phi and grad phi (eps_c = NaN != eps)."""
-        batch = tf.shape(x)[0]
-        return (tf.zeros([batch], tf.float32), tf.zeros_like(x), tf.fill([batch], float("nan")))
+    def _initial_carry(self, y):
+        """A carry that forces line 5 to evaluate phi and grad phi (eps_c = NaN != eps); x_0 = A^H y
+        has the shape and dtype of ``y``."""
+        batch = tf.shape(y)[0]
+        return (tf.zeros([batch], tf.float32), tf.zeros_like(y), tf.fill([batch], float("nan")))
 
     def _forward_fn(self, jit_compile: bool = False):
         """``call`` compiled once per model structure (reset by ``add_phase``), optionally with XLA."""
@@ -371,7 +397,7 @@ class LOANet(keras.Model):
         """One compiled Algorithm-1 step shared by all phases (step sizes are passed as tensors)."""
         key = (bool(diagnostics), bool(jit_compile), bool(self._reuse_energy_grad))
         if key not in self._compiled_steps:
-            phase = self.phases[0]  # every phase has the same fixed hyperparameters
+            phase = self.phases[0]  # every phase shares one Algorithm1Config
             reuse = self._reuse_energy_grad
 
             def step(y, mask, x, kappa, eps, active, eps_tol, alpha, tau, carry):
@@ -435,30 +461,24 @@ class LOANet(keras.Model):
         if not return_diagnostics and tol is None and num_iterations == self.num_phases:
             # plain inference: the whole T-phase forward as one compiled graph (no per-step overhead)
             return self._forward_fn(jit_compile)(y, tf.cast(mask, tf.float32), task_id)
-        op, x, eps, active, kappa = self._init_state(y, mask, task_id)
-        mask = tf.cast(mask, tf.float32)
-        records = {k: [] for k in DIAGNOSTIC_KEYS + ("active",)}
-        iterates = [x] if return_iterates else None
-        carry = self._initial_carry(x)
         step_fn = self._step_fn(return_diagnostics, jit_compile)
-        for t in range(num_iterations):
-            if t >= self.num_phases and not bool(tf.reduce_any(active)):
-                break
-            phase = self.phases[min(t, self.num_phases - 1)]
+        mask_f = tf.cast(mask, tf.float32)
+
+        def iteration(t, phase, s):
             alpha, tau = phase.step_sizes(tf.float32)
-            records["active"].append(active)
-            x, eps, active, diag, carry = step_fn(y, mask, x, kappa, eps, active, eps_tol, alpha, tau, carry)
-            if return_diagnostics:
-                for k in DIAGNOSTIC_KEYS:
-                    records[k].append(diag[k])
+            x, eps, active, diag, carry = step_fn(y, mask_f, s.x, s.kappa, s.eps, s.active, eps_tol, alpha, tau, s.carry)
+            record = {**diag, "active": s.active} if return_diagnostics else {}
             if return_iterates:
-                iterates.append(x)
+                record["x_t"] = s.x
+            return s._replace(x=x, eps=eps, active=active, carry=carry), record
+
+        state, records = self._phase_loop(y, mask, task_id, iteration, num_iterations, self._initial_carry(y))
         if not return_diagnostics:
-            return x
-        out = {k: tf.stack(v).numpy() for k, v in records.items() if v}
+            return state.x
+        out = {k: v.numpy() for k, v in _stack(records, DIAGNOSTIC_KEYS + ("active",)).items()}
         if return_iterates:
-            out["iterates"] = tf.stack(iterates).numpy()
-        return x, out
+            out["iterates"] = tf.stack([r["x_t"] for r in records] + [state.x]).numpy()
+        return state.x, out
 
     def get_config(self):
         return {
@@ -472,17 +492,10 @@ class LOANet(keras.Model):
             "alpha0": self.alpha0,
             "tau0": self.tau0,
             "eps0": self.eps0,
-            "a": self.a,
-            "sigma": self.sigma,
-            "rho": self.rho,
-            "gamma": self.gamma,
-            "eps_tol": self.eps_tol,
-            "max_backtracks": self.max_backtracks,
-            "safeguard": self.safeguard,
+            **self.algorithm1_config.as_dict(),
             "use_task_weights": self.use_task_weights,
             "initial_omega": self.initial_omega,
             "fixed_kappa": self.fixed_kappa,
-            "grad_mode": self.grad_mode,
             "task_specs": self.task_specs,
             "eps0_floor": self.eps0_floor,
             "regularizer_init": self.regularizer_init,

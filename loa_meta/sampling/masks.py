@@ -293,6 +293,15 @@ _BUILDERS: Dict[str, Tuple[Callable[..., np.ndarray], Tuple[str, ...]]] = {
 }
 
 
+def mask_options(kind: str) -> Tuple[str, ...]:
+    """The option names :func:`make_mask` accepts for ``kind`` (e.g. ``("axis", "center_fraction")``).
+
+    Raises:
+      ValueError: unknown kind.
+    """
+    return _BUILDERS[check_one_of(kind, "kind", MASK_KINDS)][1]
+
+
 def make_mask(kind: str, shape: Tuple[int, int], ratio: float, seed: int = 0, **options: Any) -> np.ndarray:
     """Build a centred binary sampling mask.
 

@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from loa_meta.sampling.mask_io import load_mask
-from loa_meta.sampling.masks import _BUILDERS, MASK_KINDS, make_mask
+from loa_meta.sampling.masks import MASK_KINDS, make_mask, mask_options
 
 FILE_KIND = "file"
 FILE_OPTIONS = ("key", "centred")
@@ -198,7 +198,7 @@ def parse_task_spec(s: Union[str, TaskSpec]) -> TaskSpec:
         if k in options:
             raise fail(f"option '{k}' given twice")
         options[k] = _parse_value(v)
-    allowed = _BUILDERS[kind][1]
+    allowed = mask_options(kind)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise fail(f"unknown option(s) {unknown} for kind '{kind}'; allowed: {list(allowed)}")
