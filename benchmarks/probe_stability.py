@@ -8,6 +8,9 @@ task (radial 20 % by default, mask seed 0), batch 8 drawn from the train split b
 permutation per epoch; every ``--eval_every`` steps the mean PSNR over the whole val split is
 recorded with eps_0 and the global gradient norm (before clipping). At the end the weights with the
 best val PSNR (chosen on val only) and the final weights are evaluated on the test split.
+``--tasks=SPEC,SPEC,...`` trains on cross-task batches instead (batch/N slices of each task, each with
+its own mask, as Algorithm 2 lines 4-5) and reports val/test PSNR per task; ``--loss=sum`` uses
+Eqs. 13-14 (1/2 ||x_T - x*||^2 summed, complex) instead of the mean squared error of |x_T|.
 ``--baselines`` instead prints zero-filled and TV (lambda chosen on val over ``--tv_grid``) on val
 and test. Results go to ``--out`` as JSON; the numbers are recorded in docs/benchmarks_quality.md.
 """
@@ -27,6 +30,11 @@ from loa_meta.sampling import parse_task_spec
 
 flags.DEFINE_string("data_dir", None, "prepared dataset (data_prep.brats output)")
 flags.DEFINE_string("task", "radial:0.2", "task spec of the mask (seed --mask_seed)")
+flags.DEFINE_list("tasks", [], "cross-task probe: several task specs (overrides --task); every batch has "
+                  "batch/len(tasks) slices of each task (the meta-learning batch of Algorithm 2 lines 4-5), "
+                  "val/test PSNR is reported per task and as the mean over tasks")
+flags.DEFINE_string("loss", "mean", "mean: mean squared error on |x_T|; sum: Eq. 13-14, sum over the batch of "
+                    "1/2 ||x_T - x*||^2 (complex)")
 flags.DEFINE_integer("mask_seed", 0, "mask seed")
 flags.DEFINE_integer("steps", 600, "Adam steps")
 flags.DEFINE_integer("batch", 8, "batch size")
@@ -60,6 +68,17 @@ def _mean_psnr(rec, images):
     return float(np.mean(psnr(np.abs(np.asarray(rec)).astype(np.float64), np.abs(images).astype(np.float64))))
 
 
+def _model_and_optimizer():
+    """The probed LOANet (fixed kappa, seeded), its trained variables and the Adam optimizer."""
+    tf.keras.utils.set_random_seed(FLAGS.seed)
+    model = LOANet(num_phases=FLAGS.phases, filters=FLAGS.filters, alpha0=FLAGS.alpha0, tau0=FLAGS.tau0,
+                   eps0=FLAGS.eps0, safeguard=FLAGS.safeguard, use_task_weights=False, fixed_kappa=FLAGS.kappa,
+                   eps0_floor=FLAGS.eps0_floor, regularizer_init=FLAGS.init, tv_scale=FLAGS.tv_scale)
+    variables = [v for v in model.theta_variables if FLAGS.train_eps0 or v is not model.eps0_var]
+    kw = {"global_clipnorm": FLAGS.clipnorm} if FLAGS.clipnorm > 0 else {}
+    return model, variables, tf.keras.optimizers.Adam(learning_rate=FLAGS.lr, **kw)
+
+
 def baselines(val, test, mask):
     from loa_meta.evaluation.classical import tune_lambda, tv_reconstruct
 
@@ -76,20 +95,24 @@ def baselines(val, test, mask):
 def main(_):
     train, val, test = (load_split(FLAGS.data_dir, s) for s in ("train", "val", "test"))
     shape = train.shape[1:]
-    mask = parse_task_spec(FLAGS.task).build_mask(shape, seed=FLAGS.mask_seed).astype(np.float32)
+    specs = FLAGS.tasks or [FLAGS.task]
+    masks = [parse_task_spec(t).build_mask(shape, seed=FLAGS.mask_seed).astype(np.float32) for t in specs]
+    mask = masks[0]
+    if len(specs) > 1 and FLAGS.baselines:
+        res = {t: baselines(val, test, m) for t, m in zip(specs, masks)}
+        print(json.dumps(res, indent=1))
+        if FLAGS.out:
+            json.dump(res, open(FLAGS.out, "w"), indent=1)
+        return
+    if len(specs) > 1:
+        return cross_task(train, val, test, specs, masks)
     if FLAGS.baselines:
         res = baselines(val, test, mask)
         print(json.dumps(res, indent=1))
         if FLAGS.out:
             json.dump(res, open(FLAGS.out, "w"), indent=1)
         return
-    tf.keras.utils.set_random_seed(FLAGS.seed)
-    model = LOANet(num_phases=FLAGS.phases, filters=FLAGS.filters, alpha0=FLAGS.alpha0, tau0=FLAGS.tau0,
-                   eps0=FLAGS.eps0, safeguard=FLAGS.safeguard, use_task_weights=False, fixed_kappa=FLAGS.kappa,
-                   eps0_floor=FLAGS.eps0_floor, regularizer_init=FLAGS.init, tv_scale=FLAGS.tv_scale)
-    variables = [v for v in model.theta_variables if FLAGS.train_eps0 or v is not model.eps0_var]
-    kw = {"global_clipnorm": FLAGS.clipnorm} if FLAGS.clipnorm > 0 else {}
-    opt = tf.keras.optimizers.Adam(learning_rate=FLAGS.lr, **kw)
+    model, variables, opt = _model_and_optimizer()
     mask_t = tf.constant(mask)
 
     @tf.function(reduce_retracing=True)
@@ -148,6 +171,90 @@ def main(_):
            "final_test": final_test, "best_val": best[0], "best_step": best[1], "best_val_test": best_test,
            "grad_norm_median": med, "grad_norm_max_over_median": float(np.max(norms) / med),
            "steps_above_10x_median": int(np.sum(np.asarray(norms) > 10 * med)), "eps0_final": curve[-1].get("eps0"),
+           "curve": curve}
+    print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
+    if FLAGS.out:
+        json.dump(res, open(FLAGS.out, "w"), indent=1)
+
+
+def cross_task(train, val, test, specs, masks):
+    """Supervised loop on cross-task batches: batch/N slices of each of the N tasks, one mask each."""
+    n = len(specs)
+    per = FLAGS.batch // n
+    if per < 1 or per * n != FLAGS.batch:
+        raise ValueError(f"--batch={FLAGS.batch} must be a positive multiple of the number of --tasks ({n})")
+    model, variables, opt = _model_and_optimizer()
+    batch_masks = tf.constant(np.repeat(np.stack(masks), per, axis=0))
+
+    @tf.function(reduce_retracing=True)
+    def step(y, target):
+        with tf.GradientTape() as tape:
+            x = model({"kspace": y, "mask": batch_masks}, training=True)
+            if FLAGS.loss == "sum":
+                loss = 0.5 * tf.reduce_sum(tf.square(tf.abs(x - target)))
+            else:
+                loss = tf.reduce_mean(tf.square(tf.abs(x) - tf.abs(target)))
+        grads = tape.gradient(loss, variables)
+        norm = tf.linalg.global_norm(grads)
+        opt.apply_gradients(zip(grads, variables))
+        return loss, norm
+
+    fwd = tf.function(lambda y, m: model({"kspace": y, "mask": m}, training=False), reduce_retracing=True)
+
+    def evaluate(imgs):
+        out = []
+        for m in masks:
+            y = _kspace(imgs, m)
+            rec = np.concatenate([fwd(y[s:s + 10], tf.constant(np.repeat(m[None], len(y[s:s + 10]), 0))).numpy()
+                                  for s in range(0, len(imgs), 10)])
+            out.append(_mean_psnr(rec, imgs))
+        return out
+
+    rng = np.random.default_rng(FLAGS.seed)
+    orders = [rng.permutation(len(train)) for _ in specs]
+    pos = [0] * n
+    norms, curve = [], []
+    v0 = evaluate(val)
+    best = (float(np.mean(v0)), 0, [w.numpy() for w in model.weights])
+    curve.append({"step": 0, "val_psnr": v0, "eps0": float(model.eps0_value())})
+    print(f"step 0: val {' '.join(f'{v:.2f}' for v in v0)}", flush=True)
+    t0 = time.time()
+    for s in range(1, FLAGS.steps + 1):
+        idx = []
+        for i in range(n):  # each task draws its own slices, as Algorithm 2 samples each D_tau_i
+            if pos[i] + per > len(orders[i]):
+                orders[i], pos[i] = rng.permutation(len(train)), 0
+            idx.append(orders[i][pos[i]:pos[i] + per])
+            pos[i] += per
+        imgs = np.concatenate([train[j] for j in idx])
+        y = tf.concat([_kspace(train[j], m) for j, m in zip(idx, masks)], axis=0)
+        loss, norm = step(y, tf.constant(imgs.astype(np.complex64)))
+        norms.append(float(norm))
+        if not np.isfinite(float(loss)):
+            curve.append({"step": s, "note": "non-finite loss"})
+            break
+        if s % FLAGS.eval_every == 0 or s == FLAGS.steps:
+            v = evaluate(val)
+            curve.append({"step": s, "val_psnr": v, "eps0": float(model.eps0_value()),
+                          "grad_norm_median": float(np.median(norms)), "grad_norm_max": float(np.max(norms[-FLAGS.eval_every:]))})
+            print(f"step {s}: val {' '.join(f'{x:.2f}' for x in v)} (mean {np.mean(v):.3f}), eps0 "
+                  f"{float(model.eps0_value()):.3g}, |g| median {np.median(norms):.3g} max(last) "
+                  f"{np.max(norms[-FLAGS.eval_every:]):.3g}, {time.time() - t0:.0f} s", flush=True)
+            if np.mean(v) > best[0]:
+                best = (float(np.mean(v)), s, [w.numpy() for w in model.weights])
+    seconds = time.time() - t0
+    final_test = evaluate(test)
+    for w, b in zip(model.weights, best[2]):
+        w.assign(b)
+    best_test = evaluate(test)
+    med = float(np.median(norms))
+    res = {"flags": {k: FLAGS[k].value for k in ("tasks", "loss", "steps", "batch", "seed", "phases", "filters", "kappa",
+                                                  "alpha0", "tau0", "eps0", "eps0_floor", "train_eps0", "init", "tv_scale",
+                                                  "lr", "clipnorm", "safeguard")},
+           "seconds": seconds, "s_per_step": seconds / max(1, len(norms)), "val_init": v0,
+           "final_test": final_test, "best_val_mean": best[0], "best_step": best[1], "best_val_test": best_test,
+           "grad_norm_median": med, "grad_norm_max_over_median": float(np.max(norms) / med),
+           "steps_above_10x_median": int(np.sum(np.asarray(norms) > 10 * med)), "eps0_final": float(model.eps0_value()),
            "curve": curve}
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
     if FLAGS.out:

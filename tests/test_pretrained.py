@@ -110,3 +110,20 @@ def test_apps_load_pretrained_by_name(tmp_path):
         assert proc.returncode != 0, module
         assert "--model" in proc.stderr and "'nope'" in proc.stderr and "known names: demo-x." in proc.stderr, module
         assert "Traceback" not in proc.stderr, module
+
+
+def test_shipped_demo_model_loads_and_its_card_states_tv():
+    """The model shipped in the package (docs/experiments.md): loads by name; its card has the recipe's
+    command and, per task, zero-filled, TV and the model, the model above zero filling."""
+    from experiments.pretrained_recipes import DEMO_T1_RADIAL_TRAIN
+
+    assert "demo-t1-radial" in pretrained.available()
+    card = pretrained.card("demo-t1-radial")
+    assert all(flag in card["command"] for flag in DEMO_T1_RADIAL_TRAIN if not flag.startswith("--mask_seed"))
+    assert card["image_shape"] == [160, 180] and len(card["tasks"]) == 4
+    rows = {(r["task"], r["method"]): r["psnr_mean"] for r in card["table"]}
+    for task in {t for t, _ in rows}:
+        assert rows[(task, "Meta-learning")] > rows[(task, "Zero-filled")] + 1.0
+        assert (task, "TV") in rows
+    model = pretrained.load("demo-t1-radial")
+    assert model.num_phases == 3 and model.filters == 16 and model.safeguard and model.num_tasks == 4

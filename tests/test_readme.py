@@ -38,12 +38,12 @@ def test_readme_block_uses_every_app_and_only_quickstart_outputs():
     assert all(shlex.split(c)[:2] == ["python", "-m"] for c in cmds), cmds
     assert set(modules) == {"data_prep.brats", "experiments.train_meta", "experiments.adapt",
                             "experiments.evaluate", "experiments.reconstruct", "experiments.reproduce"}, modules
-    # inputs come from the quickstart's workdir, outputs go below runs/
+    # inputs come from the quickstart's workdir (or are a model shipped with the package), outputs go below runs/
     for c in cmds:
         for arg in shlex.split(c)[3:]:
             name, _, value = arg.partition("=")
             if name in ("--data_dir", "--brats_dir", "--model", "--mask_dir", "--input"):
-                assert value.startswith("runs/quickstart/"), arg
+                assert value.startswith("runs/quickstart/") or (name == "--model" and value.startswith("pretrained:")), arg
             if name in ("--workdir", "--output_dir", "--output"):
                 assert value.startswith("runs/") and not value.startswith("runs/quickstart"), arg
 
@@ -103,7 +103,7 @@ def test_readme_examples_run_as_written(quickstart_outputs):
         assert "Traceback" not in proc.stderr, (cmd, proc.stderr[-3000:])
     runs = os.path.join(base, "runs")
     for path in ("demo_t1/manifest.json", "meta/model.keras", "meta/COMPLETE.json", "adapt_cart30/model.keras",
-                 "eval/table.md", "recon_radial20.nii.gz", "reproduce_tiny/evaluation/table_seen.md",
+                 "eval/table.md", "recon_radial20.nii.gz", "recon_pretrained.nii.gz", "reproduce_tiny/evaluation/table_seen.md",
                  "reproduce_tiny/evaluation/table_unseen.md"):
         assert os.path.isfile(os.path.join(runs, path)), path
     table = open(os.path.join(runs, "eval", "table.md"), encoding="utf-8").read()

@@ -1,0 +1,104 @@
+r"""Turn a trained model and its evaluation into a shipped pretrained model (``loa_meta.pretrained``).
+
+  python -m experiments.publish_pretrained --name=demo-t1-radial \
+      --model=runs/pre/model.keras --eval_dir=runs/pre_eval \
+      --description="LOA meta-learned on the demo T1 slices, radial 10-40 %" \
+      --data="demo tree, data_prep.brats --crop=160,180, 80/20/20 slices" \
+      --command="python -m experiments.train_meta ..." --training_seconds=5400
+
+The model card (``loa_meta.pretrained.CARD_FIELDS``) is built from the flags and from the evaluation
+directory written by ``experiments.evaluate`` (``table.csv``: the test-split rows, which must include
+Zero-filled and TV, and ``config.json``: tasks and image shape). The commit is the checkout's
+``git rev-parse --short HEAD`` unless ``--commit`` is given. Nothing is written when a check fails;
+both files are written atomically (``pretrained.install``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+
+from absl import app, flags
+
+from experiments import cli
+from experiments.common import require_file, usage_error
+
+flags.DEFINE_string("name", None, "Name of the shipped model (lower case, digits, '.', '_', '-').")
+flags.DEFINE_string("model", None, "Trained .keras model to ship.")
+flags.DEFINE_string("eval_dir", None, "experiments.evaluate workdir of that model (table.csv, config.json).")
+flags.DEFINE_string("method", None, "Method label of the model in table.csv (default: the one row that is "
+                    "neither Zero-filled nor a TV row).")
+flags.DEFINE_string("description", None, "One sentence: what the model reconstructs.")
+flags.DEFINE_string("data", None, "The training data and how to rebuild it.")
+flags.DEFINE_string("command", None, "The command that trained the model.")
+flags.DEFINE_float("training_seconds", None, "Wall time of the training command.", lower_bound=0.0)
+flags.DEFINE_string("machine", "2 CPU cores (no GPU)", "Where it was trained.")
+flags.DEFINE_string("commit", None, "loa-meta commit that trained it (default: git rev-parse --short HEAD).")
+flags.DEFINE_string("where", None, "Target directory (default: the loa_meta/pretrained package directory).")
+FLAGS = flags.FLAGS
+
+BASELINES = ("Zero-filled", "TV", "TV (SigPy)")
+
+
+def _commit() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def read_table(eval_dir: str, method: str = None):
+    """(rows, tasks, image_shape, method) from an evaluate workdir; the rows keep Zero-filled, TV and ``method``."""
+    table, cfg_path = os.path.join(eval_dir, "table.csv"), os.path.join(eval_dir, "config.json")
+    require_file("eval_dir", table)
+    require_file("eval_dir", cfg_path)
+    with open(cfg_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    with open(table, newline="", encoding="utf-8") as f:
+        raw = list(csv.DictReader(f))
+    methods = sorted({r["method"] for r in raw} - set(BASELINES))
+    if method is None:
+        if len(methods) != 1:
+            raise usage_error("method", f"{table} has the model rows {methods}; name the one to ship")
+        method = methods[0]
+    elif method not in methods:
+        raise usage_error("method", f"{method!r} is not a model row of {table}; it has {methods}")
+    num = ("psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "nmse_mean", "nmse_std")
+    rows = [dict({"task": r["task"], "method": r["method"], "n": int(r["n"])}, **{k: float(r[k]) for k in num})
+            for r in raw if r["method"] in (method, "Zero-filled", "TV")]
+    return rows, list(cfg["tasks"]), list(cfg["image_shape"]), method
+
+
+def main(argv):
+    del argv
+    from loa_meta import pretrained
+
+    require_file("model", FLAGS.model)
+    rows, tasks, shape, method = read_table(FLAGS.eval_dir, FLAGS.method)
+    card = {"name": FLAGS.name, "description": FLAGS.description, "data": FLAGS.data, "command": FLAGS.command,
+            "commit": FLAGS.commit or _commit(), "training_seconds": float(FLAGS.training_seconds),
+            "machine": FLAGS.machine, "tasks": tasks, "image_shape": shape, "method": method, "table": rows}
+    try:
+        path = pretrained.install(FLAGS.name, FLAGS.model, card, where=FLAGS.where)
+    except ValueError as e:
+        raise usage_error("eval_dir", str(e)) from None
+    print(f"installed {path} and its card {os.path.splitext(path)[0]}.json")
+    for t in tasks:
+        r = {x["method"]: x["psnr_mean"] for x in rows if x["task"] == pretrained_task_name(t)}
+        print(f"  {t}: zero-filled {r.get('Zero-filled', float('nan')):.2f}, TV {r.get('TV', float('nan')):.2f}, "
+              f"{method} {r.get(method, float('nan')):.2f} dB (model - TV {r.get(method, 0) - r.get('TV', 0):+.2f})")
+
+
+def pretrained_task_name(spec: str) -> str:
+    from loa_meta.sampling import parse_task_spec
+
+    return parse_task_spec(spec).name
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["name", "model", "eval_dir", "description", "data", "command", "training_seconds"])
+    cli.run(main)
