@@ -479,6 +479,10 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
         raise common.usage_error(model_flag, f"{model_path} is not a meta-learning model (no add_task)")
     from loa_meta.sampling import nearest_task
 
+    trained = [str(t) for t in getattr(model, "task_specs", [])]
+    if str(task) in trained:
+        raise common.usage_error("task", f"{model_path} was already trained on {task} (task id {trained.index(str(task))}); "
+                                         f"adapt learns the omega of an unseen task (trained: {', '.join(trained)})")
     try:
         start = nearest_task(getattr(model, "task_specs", []), task)
     except ValueError as e:

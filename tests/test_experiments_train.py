@@ -141,6 +141,13 @@ def test_adapt_adds_one_task_and_keeps_theta(meta_run, prepared, tmp_path):
                        f"--mask_dir={wd}/masks"))
     base, adapted = load_model(f"{wd}/model.keras"), load_model(f"{out}/model.keras")
     assert int(adapted.num_tasks) == int(base.num_tasks) + 1
+    # a task the model was trained on is not an unseen task: a one-line flag error, nothing written
+    again = str(tmp_path / "again")
+    proc2 = run_app("experiments.adapt", f"--model={wd}/model.keras", f"--data_dir={prepared}", f"--workdir={again}",
+                    "--task=radial:0.4", "--preset=tiny")
+    assert proc2.returncode != 0 and "Traceback" not in proc2.stderr
+    assert "--task" in proc2.stderr and "already trained on radial:0.4 (task id 1)" in proc2.stderr
+    assert not os.path.exists(os.path.join(again, "model.keras"))
     assert adapted.task_specs == ["radial:0.2", "radial:0.4", "radial:0.45"]
     for a, b in zip(base.theta_variables, adapted.theta_variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
