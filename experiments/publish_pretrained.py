@@ -84,19 +84,15 @@ def main(argv):
             "machine": FLAGS.machine, "tasks": tasks, "image_shape": shape, "method": method, "table": rows}
     try:
         path = pretrained.install(FLAGS.name, FLAGS.model, card, where=FLAGS.where)
-    except ValueError as e:
-        raise usage_error("eval_dir", str(e)) from None
+    except ValueError as e:  # an invalid name, or a table without the Zero-filled / TV rows
+        raise usage_error("name" if "name" in str(e).split(":")[0] else "eval_dir", str(e)) from None
     print(f"installed {path} and its card {os.path.splitext(path)[0]}.json")
-    for t in tasks:
-        r = {x["method"]: x["psnr_mean"] for x in rows if x["task"] == pretrained_task_name(t)}
-        print(f"  {t}: zero-filled {r.get('Zero-filled', float('nan')):.2f}, TV {r.get('TV', float('nan')):.2f}, "
-              f"{method} {r.get(method, float('nan')):.2f} dB (model - TV {r.get(method, 0) - r.get('TV', 0):+.2f})")
-
-
-def pretrained_task_name(spec: str) -> str:
     from loa_meta.sampling import parse_task_spec
 
-    return parse_task_spec(spec).name
+    for t in tasks:
+        r = {x["method"]: x["psnr_mean"] for x in rows if x["task"] == parse_task_spec(t).name}
+        print(f"  {t}: zero-filled {r.get('Zero-filled', float('nan')):.2f}, TV {r.get('TV', float('nan')):.2f}, "
+              f"{method} {r.get(method, float('nan')):.2f} dB (model - TV {r.get(method, 0) - r.get('TV', 0):+.2f})")
 
 
 if __name__ == "__main__":
