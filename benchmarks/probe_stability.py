@@ -9,7 +9,7 @@ permutation per epoch; every ``--eval_every`` steps the mean PSNR over the whole
 recorded with eps_0 and the global gradient norm (before clipping). At the end the weights with the
 best val PSNR (chosen on val only) and the final weights are evaluated on the test split.
 ``--tasks=SPEC,SPEC,...`` trains on cross-task batches instead (batch/N slices of each task, each with
-its own mask, as Algorithm 2 lines 4-5) and reports val/test PSNR per task; ``--loss=sum`` uses
+its own mask, as Algorithm 2 lines 4-5); PSNRs are lists with one entry per task (one entry for --task); ``--loss=sum`` uses
 Eqs. 13-14 (1/2 ||x_T - x*||^2 summed, complex) instead of the mean squared error of |x_T|.
 ``--baselines`` instead prints zero-filled and TV (lambda chosen on val over ``--tv_grid``) on val
 and test. Results go to ``--out`` as JSON; the numbers are recorded in docs/benchmarks_quality.md.
@@ -97,88 +97,18 @@ def main(_):
     shape = train.shape[1:]
     specs = FLAGS.tasks or [FLAGS.task]
     masks = [parse_task_spec(t).build_mask(shape, seed=FLAGS.mask_seed).astype(np.float32) for t in specs]
-    mask = masks[0]
-    if len(specs) > 1 and FLAGS.baselines:
-        res = {t: baselines(val, test, m) for t, m in zip(specs, masks)}
-        print(json.dumps(res, indent=1))
-        if FLAGS.out:
-            json.dump(res, open(FLAGS.out, "w"), indent=1)
-        return
-    if len(specs) > 1:
-        return cross_task(train, val, test, specs, masks)
     if FLAGS.baselines:
-        res = baselines(val, test, mask)
+        res = {t: baselines(val, test, m) for t, m in zip(specs, masks)}
+        res = res[specs[0]] if len(specs) == 1 else res
         print(json.dumps(res, indent=1))
         if FLAGS.out:
             json.dump(res, open(FLAGS.out, "w"), indent=1)
         return
-    model, variables, opt = _model_and_optimizer()
-    mask_t = tf.constant(mask)
-
-    @tf.function(reduce_retracing=True)
-    def step(y, target):
-        with tf.GradientTape() as tape:
-            x = model({"kspace": y, "mask": mask_t}, training=True)
-            loss = tf.reduce_mean(tf.square(tf.abs(x) - tf.abs(target)))
-        grads = tape.gradient(loss, variables)
-        norm = tf.linalg.global_norm(grads)
-        opt.apply_gradients(zip(grads, variables))
-        return loss, norm
-
-    fwd = tf.function(lambda y: model({"kspace": y, "mask": mask_t}, training=False), reduce_retracing=True)
-
-    def evaluate(imgs):
-        y = _kspace(imgs, mask)
-        return _mean_psnr(np.concatenate([fwd(y[s:s + 10]).numpy() for s in range(0, len(imgs), 10)]), imgs)
-
-    rng = np.random.default_rng(FLAGS.seed)
-    order, pos = rng.permutation(len(train)), 0
-    curve, norms, best = [], [], (-np.inf, 0, None)
-    v0 = evaluate(val)
-    curve.append({"step": 0, "val_psnr": v0, "eps0": float(model.eps0_value())})
-    best = (v0, 0, [v.numpy() for v in model.weights])
-    t0 = time.time()
-    for s in range(1, FLAGS.steps + 1):
-        if pos + FLAGS.batch > len(order):
-            order, pos = rng.permutation(len(train)), 0
-        idx = order[pos:pos + FLAGS.batch]
-        pos += FLAGS.batch
-        imgs = train[idx]
-        loss, norm = step(_kspace(imgs, mask), tf.constant(imgs.astype(np.complex64)))
-        norms.append(float(norm))
-        if not np.isfinite(float(loss)):
-            curve.append({"step": s, "val_psnr": float("nan"), "note": "non-finite loss"})
-            break
-        if s % FLAGS.eval_every == 0 or s == FLAGS.steps:
-            v = evaluate(val)
-            curve.append({"step": s, "val_psnr": v, "eps0": float(model.eps0_value()),
-                          "grad_norm_median": float(np.median(norms)), "grad_norm_max": float(np.max(norms[-FLAGS.eval_every:]))})
-            print(f"step {s}: val {v:.3f} dB, eps0 {float(model.eps0_value()):.3g}, |g| median {np.median(norms):.3g} "
-                  f"max(last) {np.max(norms[-FLAGS.eval_every:]):.3g}, {time.time() - t0:.0f} s", flush=True)
-            if v > best[0]:
-                best = (v, s, [w.numpy() for w in model.weights])
-    seconds = time.time() - t0
-    final_test = evaluate(test)
-    final_val = curve[-1]["val_psnr"]
-    for w, b in zip(model.weights, best[2]):
-        w.assign(b)
-    best_test = evaluate(test)
-    med = float(np.median(norms))
-    res = {"flags": {k: FLAGS[k].value for k in ("task", "steps", "batch", "seed", "phases", "filters", "kappa", "alpha0",
-                                                  "tau0", "eps0", "eps0_floor", "train_eps0", "init", "tv_scale", "lr",
-                                                  "clipnorm", "safeguard")},
-           "seconds": seconds, "s_per_step": seconds / max(1, len(norms)), "val_init": v0, "final_val": final_val,
-           "final_test": final_test, "best_val": best[0], "best_step": best[1], "best_val_test": best_test,
-           "grad_norm_median": med, "grad_norm_max_over_median": float(np.max(norms) / med),
-           "steps_above_10x_median": int(np.sum(np.asarray(norms) > 10 * med)), "eps0_final": curve[-1].get("eps0"),
-           "curve": curve}
-    print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
-    if FLAGS.out:
-        json.dump(res, open(FLAGS.out, "w"), indent=1)
+    return train_probe(train, val, test, specs, masks)
 
 
-def cross_task(train, val, test, specs, masks):
-    """Supervised loop on cross-task batches: batch/N slices of each of the N tasks, one mask each."""
+def train_probe(train, val, test, specs, masks):
+    """The supervised loop: batches of batch/N slices of each of the N tasks, one mask each (N = 1: one task)."""
     n = len(specs)
     per = FLAGS.batch // n
     if per < 1 or per * n != FLAGS.batch:
@@ -248,7 +178,7 @@ def cross_task(train, val, test, specs, masks):
         w.assign(b)
     best_test = evaluate(test)
     med = float(np.median(norms))
-    res = {"flags": {k: FLAGS[k].value for k in ("tasks", "loss", "steps", "batch", "seed", "phases", "filters", "kappa",
+    res = {"flags": {k: FLAGS[k].value for k in ("task", "tasks", "loss", "steps", "batch", "seed", "phases", "filters", "kappa",
                                                   "alpha0", "tau0", "eps0", "eps0_floor", "train_eps0", "init", "tv_scale",
                                                   "lr", "clipnorm", "safeguard")},
            "seconds": seconds, "s_per_step": seconds / max(1, len(norms)), "val_init": v0,
