@@ -33,8 +33,11 @@ flags.DEFINE_string("task", "radial:0.2", "task spec of the mask (seed --mask_se
 flags.DEFINE_list("tasks", [], "cross-task probe: several task specs (overrides --task); every batch has "
                   "batch/len(tasks) slices of each task (the meta-learning batch of Algorithm 2 lines 4-5), "
                   "val/test PSNR is reported per task and as the mean over tasks")
-flags.DEFINE_string("loss", "mean", "mean: mean squared error on |x_T|; sum: Eq. 13-14, sum over the batch of "
-                    "1/2 ||x_T - x*||^2 (complex)")
+flags.DEFINE_enum("loss", "mean", ["mean", "sum", "task_norm"],
+                  "mean: mean squared error on |x_T|; sum: Eq. 13-14, sum over the batch of 1/2 ||x_T - x*||^2 "
+                  "(complex); task_norm (beyond the paper): the sum with each sample's term divided by its "
+                  "zero-filled error ||A^H y - x*||^2 (weights scaled to mean 1 in the batch), so that a low-ratio "
+                  "slice does not outweigh a high-ratio one")
 flags.DEFINE_integer("mask_seed", 0, "mask seed")
 flags.DEFINE_integer("steps", 600, "Adam steps")
 flags.DEFINE_integer("batch", 8, "batch size")
@@ -79,6 +82,16 @@ def _model_and_optimizer():
     return model, variables, tf.keras.optimizers.Adam(learning_rate=FLAGS.lr, **kw)
 
 
+def _zero_filled_weights(y, imgs):
+    """Per-sample 1 / ||A^H y - x*||^2, scaled to mean 1 (the task_norm loss; ones for the other losses)."""
+    if FLAGS.loss != "task_norm":
+        return tf.ones([len(imgs)], tf.float32)
+    zf = SingleCoilOperator(tf.ones_like(tf.math.real(y))).zero_filled(y).numpy()  # A^H y: y is zero off the mask
+    err = np.sum(np.abs(zf - imgs) ** 2, axis=(1, 2))
+    w = 1.0 / err
+    return tf.constant(w / w.mean(), tf.float32)
+
+
 def baselines(val, test, mask):
     from loa_meta.evaluation.classical import tune_lambda, tv_reconstruct
 
@@ -117,11 +130,13 @@ def train_probe(train, val, test, specs, masks):
     batch_masks = tf.constant(np.repeat(np.stack(masks), per, axis=0))
 
     @tf.function(reduce_retracing=True)
-    def step(y, target):
+    def step(y, target, weights):
         with tf.GradientTape() as tape:
             x = model({"kspace": y, "mask": batch_masks}, training=True)
             if FLAGS.loss == "sum":
                 loss = 0.5 * tf.reduce_sum(tf.square(tf.abs(x - target)))
+            elif FLAGS.loss == "task_norm":
+                loss = 0.5 * tf.reduce_sum(weights * tf.reduce_sum(tf.square(tf.abs(x - target)), axis=[1, 2]))
             else:
                 loss = tf.reduce_mean(tf.square(tf.abs(x) - tf.abs(target)))
         grads = tape.gradient(loss, variables)
@@ -158,7 +173,7 @@ def train_probe(train, val, test, specs, masks):
             pos[i] += per
         imgs = np.concatenate([train[j] for j in idx])
         y = tf.concat([_kspace(train[j], m) for j, m in zip(idx, masks)], axis=0)
-        loss, norm = step(y, tf.constant(imgs.astype(np.complex64)))
+        loss, norm = step(y, tf.constant(imgs.astype(np.complex64)), _zero_filled_weights(y, imgs))
         norms.append(float(norm))
         if not np.isfinite(float(loss)):
             curve.append({"step": s, "note": "non-finite loss"})
