@@ -11,8 +11,8 @@ TASKS = "radial:0.1,radial:0.2,radial:0.3,radial:0.4"
 # demo-t1-radial: exact Algorithm 2 on the demo T1 slices at the paper's 160x180 crop.
 # Beyond the paper (docs/FIDELITY.md): 16 kernels per convolution instead of 4, 3 phases instead of 11,
 # eps_0 floored at 1e-3, lambda_0 = 1e-8 instead of 1e-5 (docs/benchmarks_quality.md 5.5), and Algorithm 1
-# without its safeguard (lines 5-16), in training and in the shipped model (5.6-5.8: the safeguard's switch
-# from u to the line-search step cost 2-4 dB at 30-40 %).
+# without its safeguard (lines 5-16), in training and in the shipped model (5.6-5.8: with the safeguard and
+# lr 1e-3 the last phases switched from u to the line-search step and the model was 1.5-3.9 dB lower).
 DEMO_T1_RADIAL_TRAIN = (
     f"--tasks={TASKS}",
     "--preset=quickstart",
