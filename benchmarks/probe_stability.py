@@ -82,11 +82,11 @@ def _model_and_optimizer():
     return model, variables, tf.keras.optimizers.Adam(learning_rate=FLAGS.lr, **kw)
 
 
-def _zero_filled_weights(y, imgs):
+def _zero_filled_weights(y, imgs, masks):
     """Per-sample 1 / ||A^H y - x*||^2, scaled to mean 1 (the task_norm loss; ones for the other losses)."""
     if FLAGS.loss != "task_norm":
         return tf.ones([len(imgs)], tf.float32)
-    zf = SingleCoilOperator(tf.ones_like(tf.math.real(y))).zero_filled(y).numpy()  # A^H y: y is zero off the mask
+    zf = SingleCoilOperator(masks).zero_filled(y).numpy()
     err = np.sum(np.abs(zf - imgs) ** 2, axis=(1, 2))
     w = 1.0 / err
     return tf.constant(w / w.mean(), tf.float32)
@@ -173,7 +173,7 @@ def train_probe(train, val, test, specs, masks):
             pos[i] += per
         imgs = np.concatenate([train[j] for j in idx])
         y = tf.concat([_kspace(train[j], m) for j, m in zip(idx, masks)], axis=0)
-        loss, norm = step(y, tf.constant(imgs.astype(np.complex64)), _zero_filled_weights(y, imgs))
+        loss, norm = step(y, tf.constant(imgs.astype(np.complex64)), _zero_filled_weights(y, imgs, batch_masks))
         norms.append(float(norm))
         if not np.isfinite(float(loss)):
             curve.append({"step": s, "note": "non-finite loss"})

@@ -77,6 +77,10 @@ def main(argv):
     del argv
     from loa_meta import pretrained
 
+    try:
+        pretrained.check_model_name(FLAGS.name)
+    except ValueError as e:
+        raise usage_error("name", str(e)) from None
     require_file("model", FLAGS.model)
     rows, tasks, shape, method = read_table(FLAGS.eval_dir, FLAGS.method)
     card = {"name": FLAGS.name, "description": FLAGS.description, "data": FLAGS.data, "command": FLAGS.command,
@@ -84,8 +88,8 @@ def main(argv):
             "machine": FLAGS.machine, "tasks": tasks, "image_shape": shape, "method": method, "table": rows}
     try:
         path = pretrained.install(FLAGS.name, FLAGS.model, card, where=FLAGS.where)
-    except ValueError as e:  # an invalid name, or a table without the Zero-filled / TV rows
-        raise usage_error("name" if "name" in str(e).split(":")[0] else "eval_dir", str(e)) from None
+    except ValueError as e:  # the name is valid (checked above): a table without the Zero-filled / TV rows
+        raise usage_error("eval_dir", str(e)) from None
     print(f"installed {path} and its card {os.path.splitext(path)[0]}.json")
     from loa_meta.sampling import parse_task_spec
 

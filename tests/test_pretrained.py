@@ -131,3 +131,17 @@ def test_shipped_demo_model_loads_and_its_card_states_tv():
     assert model.safeguard == ("--nosafeguard" not in DEMO_T1_RADIAL_TRAIN)
     # the card's claim of docs/benchmarks_quality.md 5.8: above TV at radial 10 %
     assert rows[("radial_0.10", "Meta-learning")] > rows[("radial_0.10", "TV")]
+
+
+def test_publish_rejects_a_bad_name_as_a_name_error_before_reading_anything(tmp_path):
+    """An invalid model name is a one-line --name error (not an --eval_dir one), nothing is written."""
+    with pytest.raises(ValueError, match="must match"):
+        pretrained.check_model_name("Bad Name")
+    assert pretrained.check_model_name("demo-t1-radial") == "demo-t1-radial"
+    where = tmp_path / "models"
+    proc = _run("experiments.publish_pretrained", "--name=Bad Name", f"--model={tmp_path / 'm.keras'}",
+                f"--eval_dir={tmp_path / 'missing'}", "--description=x", "--data=x", "--command=x",
+                "--training_seconds=1", f"--where={where}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--name" in proc.stderr and "'Bad Name'" in proc.stderr and "--eval_dir" not in proc.stderr
+    assert not where.exists()

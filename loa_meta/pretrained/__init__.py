@@ -91,6 +91,13 @@ def resolve(spec: str, where: Optional[str] = None) -> str:
     return spec
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a shipped model (lower case, digits, '.', '_', '-'); ``ValueError`` otherwise."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"Model name {name!r} must match {_NAME_RE.pattern}")
+    return name
+
+
 def validate_card(card: Mapping[str, Any]) -> Dict[str, Any]:
     """The card as a dict if it has every field of :data:`CARD_FIELDS` and a usable table.
 
@@ -103,8 +110,7 @@ def validate_card(card: Mapping[str, Any]) -> Dict[str, Any]:
     if missing:
         raise ValueError(f"Model card lacks the field(s) {missing}; expected: "
                          + "; ".join(f"{k} ({v})" for k, v in CARD_FIELDS.items()))
-    if not _NAME_RE.match(str(card["name"])):
-        raise ValueError(f"Model card name {card['name']!r} must match {_NAME_RE.pattern}")
+    check_model_name(str(card["name"]))
     tasks = card["tasks"]
     if not isinstance(tasks, list) or not tasks:
         raise ValueError(f"Model card field 'tasks' must be a non-empty list of task specs, but received: {tasks!r}")
