@@ -18,6 +18,8 @@ from absl import app, flags
 from loa_meta.data import load_split
 from loa_meta.models import LOANet
 from loa_meta.physics.operators import SingleCoilOperator
+from loa_meta.sampling import parse_task_spec
+from loa_meta.training.algorithm2 import gradient_kernels
 
 flags.DEFINE_string("run", None, "train_meta workdir")
 flags.DEFINE_string("data_dir", None, "prepared data")
@@ -28,18 +30,18 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-    cfg = json.load(open(os.path.join(FLAGS.run, "config.json")))["model"]
-    specs = cfg["task_specs"]
-    kw = {k: v for k, v in cfg.items() if k in ("a", "alpha0", "eps0", "eps0_floor", "filters", "initial_omega",
-                                                 "max_backtracks", "num_tasks", "tau0", "task_specs")}
-    model = LOANet(num_phases=3, **kw)
+    cfg = json.load(open(os.path.join(FLAGS.run, "config.json")))
+    specs = cfg["model"]["task_specs"]
+    model = LOANet(num_phases=cfg["stairwise"]["max_phases"], **cfg["model"])
     tf.train.Checkpoint(model=model).restore(os.path.join(FLAGS.run, "ckpt", f"ckpt-{FLAGS.ckpt}")).expect_partial()
-    masks = [np.load(os.path.join(FLAGS.run, "masks", f"radial_{float(s.split(':')[1]):.2f}.npy")).astype(np.float32)
+    masks = [np.load(os.path.join(FLAGS.run, "masks", parse_task_spec(s).name + ".npy")).astype(np.float32)
              for s in specs]
     train = load_split(FLAGS.data_dir, "train")
     rng = np.random.default_rng(0)
     theta = model.theta_variables
     names = [v.path if hasattr(v, "path") else v.name for v in theta]
+    # the compiled kernels Algorithm 2 itself runs (loss of Eqs. 13-14, reverse-over-reverse HVP of Eq. 18)
+    kernels = gradient_kernels(model, theta, model.omega_variables, reduction=cfg.get("loss_reduction", "sum"))
 
     def batch():
         idx = rng.choice(len(train), 2 * len(masks), replace=False)
@@ -49,23 +51,16 @@ def main(_):
         return {"kspace": y, "mask": tf.constant(m), "task_id": tf.constant(np.repeat(np.arange(len(masks)), 2), tf.int32),
                 "target": tf.constant(imgs)}
 
-    def loss(b):
-        x = model({"kspace": b["kspace"], "mask": b["mask"], "task_id": b["task_id"]}, training=True)
-        return 0.5 * tf.reduce_sum(tf.square(tf.abs(x - b["target"])))
-
     rows = []
     for _ in range(FLAGS.batches):
         btr, bval = batch(), batch()
-        with tf.GradientTape() as t:
-            lv = loss(bval)
-        gval = t.gradient(lv, theta)
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                lt = loss(btr)
-            g = inner.gradient(lt, theta)
-            ip = tf.add_n([tf.reduce_sum(a * tf.stop_gradient(b)) for a, b in zip(g, g)])
-        hvp = outer.gradient(ip, theta)
-        rows.append([(float(tf.norm(a)), float(FLAGS.lam * tf.norm(h)), float(tf.norm(gg))) for a, h, gg in zip(gval, hvp, g)])
+        n = tf.constant(float(2 * len(masks)))
+        _, gval = kernels.loss_grads(bval, n, "theta")
+        _, g_tr = kernels.loss_grads(btr, n, "theta")
+        # lambda H g of Eq. 18: the gradient of lambda <grad L(B_tr), stop_gradient(g_tr)> w.r.t. theta
+        _, _, hvp = kernels.penalty_hvp(btr, [tf.stop_gradient(g) for g in g_tr], FLAGS.lam, n)
+        rows.append([(float(tf.norm(a)), float(tf.norm(h)), float(tf.norm(gg)))
+                     for a, h, gg in zip(gval, hvp[:len(theta)], g_tr)])
     med = np.median(np.asarray(rows), axis=0)
     print(f"ckpt {FLAGS.ckpt}, eps0 used {float(model.eps0_value()):.3g}, eps0 variable {float(model.eps0_var.numpy()):.3g}")
     print(f"{'variable':40s} {'|grad L_val|':>14s} {'lam|H g_tr|':>14s} {'|g_tr|':>12s}")
