@@ -64,6 +64,10 @@ def define_model_option_flags() -> None:
     flags.DEFINE_float("global_clipnorm", None, "Override: Adam global gradient-norm clipping (paper: none).")
     flags.DEFINE_boolean("safeguard", None, "Override: Algorithm 1's safeguard, lines 5-16 (paper: on; "
                          "--nosafeguard is beyond the paper: every phase takes the learned update u).")
+    flags.DEFINE_enum("loss_reduction", None, ["sum", "mean", "task_norm"], "Override: reduction of the loss "
+                      "over a batch: sum (paper, Eqs. 13-14), mean, or task_norm (beyond the paper: each sample's "
+                      "term divided by its zero-filled error ||A^H y - x*||^2, weights of mean 1 per batch, so that "
+                      "low-ratio tasks do not decide theta alone; docs/benchmarks_quality.md 5.10-5.11).")
 
 
 def define_distribute_flags() -> None:
@@ -137,7 +141,7 @@ def model_option_overrides() -> Dict[str, object]:
     if f.global_clipnorm is not None and not (f.global_clipnorm > 0 and math.isfinite(f.global_clipnorm)):
         raise common.usage_error("global_clipnorm", f"must be a positive number, but received: {f.global_clipnorm}")
     return dict(filters=f.filters, eps0_floor=f.eps0_floor, regularizer_init=f.regularizer_init,
-                global_clipnorm=f.global_clipnorm, safeguard=f.safeguard)
+                global_clipnorm=f.global_clipnorm, safeguard=f.safeguard, loss_reduction=f.loss_reduction)
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")
@@ -336,7 +340,7 @@ def _stair(preset: Preset, stage_iters: Optional[int]) -> dict:
 def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_rate: Optional[float] = None) -> dict:
     lr = preset.learning_rate if learning_rate is None else learning_rate
     return dict(learning_rate=lr, seed=seed, max_steps=max_steps, eval_every=preset.eval_every,
-                global_clipnorm=preset.global_clipnorm,
+                global_clipnorm=preset.global_clipnorm, loss_reduction=preset.loss_reduction,
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
                 compile_steps=preset.compile_steps)

@@ -10,7 +10,7 @@ from loa_meta.training.algorithm2 import (
     penalty_objective_value,
     run_algorithm2_iteration,
 )
-from loa_meta.training.losses import per_sample_loss, reconstruction_loss
+from loa_meta.training.losses import batch_loss, per_sample_loss, reconstruction_loss, with_loss_weights
 from tests.training_helpers import ToyUnrolled, fixed_batch, make_arrays
 
 
@@ -32,12 +32,38 @@ def test_loss_is_half_squared_error_sum_and_mean():
         reconstruction_loss(tf.constant(p), tf.constant(t), "avg")
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.7])
-def test_penalty_gradient_matches_central_differences_float64(lam):
+def test_task_norm_loss_weights_each_sample_by_its_zero_filled_error():
+    """task_norm: sum_i w_i l_i, w_i = 1/||A^H y_i - x*_i||^2 scaled to mean 1 over the batch (numpy)."""
+    rng = np.random.default_rng(3)
+    b, h, w = 4, 6, 5
+    x = rng.normal(size=(b, h, w))
+    mask = (rng.random((b, h, w)) < np.array([0.2, 0.4, 0.6, 0.9])[:, None, None]).astype(np.float64)
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(1, 2)), norm="ortho"), axes=(1, 2)) * mask
+    zf = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(1, 2)), norm="ortho"), axes=(1, 2))
+    inv = 1.0 / np.sum(np.abs(zf - x) ** 2, axis=(1, 2))
+    expect_w = inv / inv.mean()
+    batch = {"kspace": tf.constant(k), "mask": tf.constant(mask), "target": tf.constant(x)}
+    wb = with_loss_weights(batch, "task_norm")
+    np.testing.assert_allclose(wb["loss_weight"].numpy(), expect_w, rtol=1e-5)
+    assert expect_w.max() / expect_w.min() > 2  # the ratios really differ, so the weights do
+    assert with_loss_weights(batch, "sum") is batch and "loss_weight" not in batch
+    p = x + 0.1 * rng.normal(size=x.shape) + 0.1j * rng.normal(size=x.shape)
+    per = 0.5 * np.sum(np.abs(p - x) ** 2, axis=(1, 2))
+    got = batch_loss(tf.constant(p), wb, "task_norm").numpy()
+    np.testing.assert_allclose(got, np.sum(expect_w * per), rtol=1e-5)
+    assert abs(got - per.sum()) > 1e-3 * per.sum()  # differs from the paper's sum
+    with pytest.raises(ValueError, match="with_loss_weights"):
+        reconstruction_loss(tf.constant(p), tf.constant(x), "task_norm")
+    with pytest.raises(ValueError, match="task_norm"):
+        reconstruction_loss(tf.constant(p), tf.constant(x), "sum", weights=tf.ones([b]))
+
+
+@pytest.mark.parametrize("lam,reduction", [(0.0, "sum"), (0.7, "sum"), (0.7, "task_norm")])
+def test_penalty_gradient_matches_central_differences_float64(lam, reduction):
     model = ToyUnrolled(num_phases=2, num_tasks=2, dtype="float64")
     btr, bval = _batches()
-    metrics, g_theta, g_omega = penalty_objective_and_grads(model, btr, bval, lam)
-    f0 = penalty_objective_value(model, btr, bval, lam).numpy()
+    metrics, g_theta, g_omega = penalty_objective_and_grads(model, btr, bval, lam, reduction)
+    f0 = penalty_objective_value(model, btr, bval, lam, reduction).numpy()
     np.testing.assert_allclose(metrics["objective"].numpy(), f0, rtol=1e-5)
     rng = np.random.default_rng(5)
     h = 1e-6
@@ -48,9 +74,9 @@ def test_penalty_gradient_matches_central_differences_float64(lam):
             orig = var.numpy()
             e = np.zeros_like(flat); e[j] = h
             var.assign(orig + e.reshape(orig.shape))
-            fp = penalty_objective_value(model, btr, bval, lam).numpy()
+            fp = penalty_objective_value(model, btr, bval, lam, reduction).numpy()
             var.assign(orig - e.reshape(orig.shape))
-            fm = penalty_objective_value(model, btr, bval, lam).numpy()
+            fm = penalty_objective_value(model, btr, bval, lam, reduction).numpy()
             var.assign(orig)
             fd = (fp - fm) / (2 * h)
             an = g.numpy().reshape(-1)[j]

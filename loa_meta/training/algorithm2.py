@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from loa_meta.training.losses import reconstruction_loss
+from loa_meta.training.losses import batch_loss, with_loss_weights
 
 _ZERO = tf.UnconnectedGradients.ZERO
 
@@ -196,7 +196,7 @@ class GradientKernels:
 
     def _loss(self, batch, n, plan):
         pred = predict_for_training(self.model, batch, plan=plan or None)
-        return reconstruction_loss(pred, batch["target"], self.reduction, n)
+        return batch_loss(pred, batch, self.reduction, n)
 
     def _first_order(self, mb, n, plan, wrt):
         with tf.GradientTape() as tape:
@@ -301,6 +301,7 @@ def accumulate_loss_gradients(model, batch, variables, reduction: str, global_n,
     compiled :class:`GradientKernels` kernel (traced once); otherwise op by op.
     """
     variables = list(variables)
+    batch = with_loss_weights(batch, reduction)  # no-op unless task_norm (and the weights are not there yet)
     mbs = split_microbatches(batch, microbatch_size)
     if global_n is None:
         global_n = global_batch_size(batch)
@@ -318,7 +319,7 @@ def accumulate_loss_gradients(model, batch, variables, reduction: str, global_n,
                 extra = tf.constant(0.0, tf.float32)
             else:
                 pred, extra = extra_loss_fn(model, mb)
-            loss = reconstruction_loss(pred, mb["target"], reduction, global_n)
+            loss = batch_loss(pred, mb, reduction, global_n)
             total = loss + tf.cast(extra, loss.dtype)
         g = tape.gradient(total, variables, unconnected_gradients=_ZERO)
         grads = _add_lists(grads, g)
@@ -385,6 +386,8 @@ def penalty_objective_and_grads(
     theta = list(model.theta_variables if theta is None else theta)
     omega = list(model.omega_variables if omega is None else omega)
     n_tr, n_val = global_batch_size(batch_tr), global_batch_size(batch_val)
+    # task_norm weights are normalised over the global batch, before it is split
+    batch_tr, batch_val = with_loss_weights(batch_tr, reduction), with_loss_weights(batch_val, reduction)
     btr, bval = replica_slice(batch_tr), replica_slice(batch_val)
     mbs_tr = split_microbatches(btr, microbatch_size)
     mbs_val = split_microbatches(bval, microbatch_size)
@@ -406,12 +409,12 @@ def penalty_objective_and_grads(
     elif len(mbs_tr) == 1 and len(mbs_val) == 1:
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                l_tr = reconstruction_loss(predict_for_training(model, btr), btr["target"], reduction, n_tr)
+                l_tr = batch_loss(predict_for_training(model, btr), btr, reduction, n_tr)
             g = inner.gradient(l_tr, theta, unconnected_gradients=_ZERO)
             g_all = all_reduce(g)
             g_stop = [tf.stop_gradient(x) for x in g_all]
             inner_prod = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
-            l_val = reconstruction_loss(predict_for_training(model, bval), bval["target"], reduction, n_val)
+            l_val = batch_loss(predict_for_training(model, bval), bval, reduction, n_val)
             lam_t = tf.cast(lam, l_val.dtype)
             surrogate = l_val + lam_t * tf.cast(inner_prod, l_val.dtype)
         grads = outer.gradient(surrogate, theta + omega, unconnected_gradients=_ZERO)
@@ -425,7 +428,7 @@ def penalty_objective_and_grads(
         for mb in mbs_tr:
             with tf.GradientTape() as outer:
                 with tf.GradientTape() as inner:
-                    l_i = reconstruction_loss(predict_for_training(model, mb), mb["target"], reduction, n_tr)
+                    l_i = batch_loss(predict_for_training(model, mb), mb, reduction, n_tr)
                 g_i = inner.gradient(l_i, theta, unconnected_gradients=_ZERO)
                 ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g_i, g_stop)])
                 term = tf.cast(lam, l_i.dtype) * tf.cast(ip, l_i.dtype)
@@ -450,10 +453,11 @@ def penalty_objective_and_grads(
 def penalty_objective_value(model, batch_tr, batch_val, lam, reduction: str = "sum") -> tf.Tensor:
     """L~ of Eq. 18 evaluated directly (single device); used by finite-difference tests."""
     theta = list(model.theta_variables)
+    batch_tr, batch_val = with_loss_weights(batch_tr, reduction), with_loss_weights(batch_val, reduction)
     with tf.GradientTape() as tape:
-        l_tr = reconstruction_loss(model(model_inputs(batch_tr), training=True), batch_tr["target"], reduction)
+        l_tr = batch_loss(model(model_inputs(batch_tr), training=True), batch_tr, reduction)
     g = tape.gradient(l_tr, theta, unconnected_gradients=_ZERO)
-    l_val = reconstruction_loss(model(model_inputs(batch_val), training=True), batch_val["target"], reduction)
+    l_val = batch_loss(model(model_inputs(batch_val), training=True), batch_val, reduction)
     return l_val + tf.cast(lam, l_val.dtype) / 2 * tf.add_n([tf.reduce_sum(tf.square(x)) for x in g])
 
 

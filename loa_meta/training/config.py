@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, Dict, Optional
 
 from loa_meta.fileio import write_json_atomic
+from loa_meta.training.losses import REDUCTIONS
 from loa_meta.validation import check_in_range, check_one_of, check_positive, check_positive_int
 
 
@@ -27,7 +28,9 @@ class TrainConfig:
       beta_1, beta_2, adam_epsilon: Adam hyperparameters (paper: 0.9, 0.999; epsilon unstated,
         Keras default 1e-7).
       loss_reduction: ``"sum"`` (paper Eqs. 13-14: sum over tasks and samples of
-        1/2 ||F(y) - x*||^2) or ``"mean"`` (the same divided by the global batch size).
+        1/2 ||F(y) - x*||^2), ``"mean"`` (the same divided by the global batch size) or
+        ``"task_norm"`` (beyond the paper: each sample's term weighted by 1 / its zero-filled error
+        ||A^H y - x*||^2, weights of mean 1 over the batch; :mod:`loa_meta.training.losses`).
       max_steps: budget of optimizer steps (gradient evaluations that update weights); ``None``
         means no step budget.
       seed: seed of every random choice made by the training code (tf.random.Generator state is
@@ -91,7 +94,7 @@ class TrainConfig:
         check_positive(self.adam_epsilon, "adam_epsilon")
         if self.global_clipnorm is not None:
             check_positive(self.global_clipnorm, "global_clipnorm")
-        check_one_of(self.loss_reduction, "loss_reduction", ["sum", "mean"])
+        check_one_of(self.loss_reduction, "loss_reduction", list(REDUCTIONS))
         if self.max_steps is not None:
             check_positive_int(self.max_steps, "max_steps")
         check_positive_int(self.checkpoint_every, "checkpoint_every")

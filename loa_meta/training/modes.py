@@ -31,6 +31,7 @@ from loa_meta.training.algorithm2 import (
     run_algorithm2_iteration,
     sum_sq,
 )
+from loa_meta.training.losses import with_loss_weights
 
 
 def _microbatch(config, batch, model):
@@ -125,7 +126,7 @@ class SupervisedMode(_Mode):
 
     def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
         n = global_batch_size(batch_tr)
-        b = replica_slice(batch_tr)
+        b = replica_slice(with_loss_weights(batch_tr, self.config.loss_reduction))
         use_sym = self.symmetry_weight > 0 and hasattr(model, "reconstruct")
         extra_fn = None
         if use_sym:
@@ -173,7 +174,7 @@ class AdaptMode(SupervisedMode):
 
     def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
         n = global_batch_size(batch_tr)
-        b = replica_slice(batch_tr)
+        b = replica_slice(with_loss_weights(batch_tr, self.config.loss_reduction))
         loss, _, grads = accumulate_loss_gradients(model, b, omega, self.config.loss_reduction, n,
                                                    _microbatch(self.config, b, model),
                                                    jit_compile=self.config.jit_compile, compiled=self.config.compile_steps)
