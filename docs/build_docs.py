@@ -31,7 +31,9 @@ out = ["# Fidelity record: paper item -> code -> test", "",
        "  which preserves the descent property.",
        "* Step sizes alpha, tau and eps_0 are used through |.| to stay positive.",
        "* Options beyond the paper, off in every preset unless stated: a floor on eps_0 (`eps0_floor`), a TV",
-       "  start of g (`regularizer_init='tv'`), Adam gradient clipping (`global_clipnorm`), a wider g (`filters`).",
+       "  start of g (`regularizer_init='tv'`), Adam gradient clipping (`global_clipnorm`), a wider g (`filters`),",
+       "  Algorithm 1 without its safeguard (`safeguard=False`), a per-sample normalised loss",
+       "  (`loss_reduction='task_norm'`). The shipped `demo-t1-radial` recipe uses several (docs/experiments.md).",
        "* Scaled-down presets (`cpu`, `quickstart`, `tiny`) change hyperparameters to fit 2 CPU cores; see the",
        "  experiments section. The `paper` preset keeps Section 5.2's values.", ""]
 for name, title in parts:

@@ -9,6 +9,7 @@ import tensorflow as tf
 from loa_meta.evaluation.classical import _grad
 from loa_meta.layers.learned_regularizer import LearnedRegularizer
 from loa_meta.models import LOANet
+from loa_meta.training import MetaConfig
 
 
 def _image(rng, b=2, h=12, w=10):
@@ -155,6 +156,9 @@ def test_preset_fields_reach_the_model_and_the_training_config():
     from experiments.training_common import _common_cfg
 
     assert _common_cfg(wide, 0, 10)["global_clipnorm"] == 1.0
+    assert p.loss_reduction == "sum" and _common_cfg(p, 0, 10)["loss_reduction"] == "sum"
+    cfg = MetaConfig(**_common_cfg(p.override(loss_reduction="task_norm"), 0, 10))
+    assert cfg.loss_reduction == "task_norm" and MetaConfig.from_dict(cfg.to_dict()).loss_reduction == "task_norm"
 
 
 def test_option_flags_are_validated_in_the_apps(tmp_path):
@@ -162,7 +166,8 @@ def test_option_flags_are_validated_in_the_apps(tmp_path):
 
     for args, flag in ((["--filters=0"], "--filters"), (["--eps0_floor=-1"], "--eps0_floor"),
                        (["--global_clipnorm=0"], "--global_clipnorm"), (["--regularizer_init=sobel"], "regularizer_init"),
-                       (["--omega_learning_rate=0"], "--omega_learning_rate")):
+                       (["--omega_learning_rate=0"], "--omega_learning_rate"),
+                       (["--loss_reduction=avg"], "loss_reduction")):
         proc = run_app("experiments.train_meta", f"--data_dir={tmp_path}", f"--workdir={tmp_path}/w",
                        "--tasks=radial:0.2", *args)
         assert proc.returncode != 0 and flag in proc.stderr, (args, proc.stderr[-2000:])
