@@ -115,6 +115,31 @@ def test_conventional_and_omega_free_model(tmp_path):
     assert _loss(model, arr) < 0.7 * l0
 
 
+def test_conventional_task_norm_trains_and_reports_the_loss_relative_to_zero_filling(tmp_path):
+    """loss_reduction="task_norm": the step loss is sum_i w_i l_i (weights of mean 1) and the held-out
+    loss is each slice's error relative to its zero-filled error, averaged (NumPy reference)."""
+    arr = make_arrays(4, num_tasks=2, seed=7)
+    ev = tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in arr.items()})
+    cfg = ConventionalConfig(max_steps=20, learning_rate=1e-2, log_every=5, image_every=0, loss_reduction="task_norm",
+                             stairwise={"enabled": False, "max_phases": 2})
+    ref = ToyUnrolled(2, use_task_weights=False)
+    ref(model_inputs(fixed_batch(arr, [0])))
+    model, hist = train_conventional(cfg, str(tmp_path), {"train": _fixed(arr), "eval": ev},
+                                     model_fn=lambda p: ToyUnrolled(p, use_task_weights=False))
+
+    def rel(m):
+        pred = m(model_inputs({k: tf.constant(v) for k, v in arr.items()})).numpy()
+        k, mask, x = arr["kspace"], arr["mask"], arr["target"]
+        zf = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k * mask, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+        return np.sum(np.abs(pred - x) ** 2, axis=(1, 2)) / np.sum(np.abs(zf - x) ** 2, axis=(1, 2))
+
+    np.testing.assert_allclose(hist["stages"][-1]["loss"], rel(model).mean(), rtol=1e-4)
+    assert rel(model).mean() < 0.7 * rel(ref).mean()
+    w = 1 / np.sum(np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(arr["kspace"] * arr["mask"], axes=(-2, -1)),
+                                                    norm="ortho"), axes=(-2, -1)) - arr["target"]) ** 2, axis=(1, 2))
+    assert w.max() / w.min() > 1.2  # the slices really get different weights
+
+
 @pytest.mark.slow
 def test_stairwise_grows_phases_and_rolls_back_when_no_gain(tmp_path):
     tr, va, data = _meta_data(seed=2)

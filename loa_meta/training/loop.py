@@ -34,7 +34,7 @@ from loa_meta.training import checkpointing
 from loa_meta.training.algorithm2 import model_inputs
 from loa_meta.fileio import atomic_path
 from loa_meta.training.config import TrainConfig
-from loa_meta.training.losses import per_sample_loss
+from loa_meta.training.losses import per_sample_loss, relative_sample_loss
 from loa_meta.training.modes import AdaptMode, MetaMode, SupervisedMode  # noqa: F401 (public re-export)
 from loa_meta.training.progress import ProgressLogger, remaining_work
 from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
@@ -244,12 +244,17 @@ class TrainingRun:
             strategy.run(apply_o, args=(grads,))
 
         maybe_function = tf.function if self.config.compile_steps else (lambda f: f)
+        task_norm = self.config.loss_reduction == "task_norm"
 
         @maybe_function
         def eval_fn(batch):
             pred = model(model_inputs(batch), training=False)
             ref = tf.cast(batch["target"], pred.dtype)
-            return per_sample_loss(pred, batch["target"]), batch_psnr(pred, ref), batch_ssim(pred, ref)
+            if task_norm:  # the held-out loss in the training loss's own terms (relative to zero filling)
+                loss = relative_sample_loss(pred, batch["kspace"], batch["mask"], batch["target"])
+            else:
+                loss = per_sample_loss(pred, batch["target"])
+            return loss, batch_psnr(pred, ref), batch_ssim(pred, ref)
 
         self.compute, self.apply_theta, self.apply_omega = compute, apply_theta, apply_omega
         self._eval_fn = eval_fn
@@ -385,7 +390,11 @@ class TrainingRun:
     # -- evaluation ----------------------------------------------------------------------------
 
     def evaluate(self) -> Dict[str, float]:
-        """Mean per-sample loss and per-task PSNR on ``data.eval`` (or the monitor EMA)."""
+        """Mean per-sample loss and per-task PSNR on ``data.eval`` (or the monitor EMA).
+
+        The loss is Eq. 14 per sample, or with ``loss_reduction="task_norm"`` the sample's error relative to
+        its zero-filled error (``losses.relative_sample_loss``).
+        """
         if self.data.eval is None:
             return {"loss": float(self.state["monitor_ema"].numpy())}
         ev = self._eval_fn

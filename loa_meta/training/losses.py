@@ -74,6 +74,20 @@ def zero_filled_loss_weights(kspace, mask, target) -> tf.Tensor:
     return tf.cast(w / tf.reduce_mean(w), tf.float32)
 
 
+def relative_sample_loss(prediction, kspace, mask, target) -> tf.Tensor:
+    """||prediction - x*||^2 / ||A^H y - x*||^2 per sample: the ``"task_norm"`` term without the batch scale.
+
+    The held-out loss of a ``"task_norm"`` run (plateau rule and phase acceptance of stair-wise
+    training): it does not depend on how the held-out slices are batched.
+    """
+    from loa_meta.physics.operators import SingleCoilOperator
+
+    per = per_sample_loss(prediction, target)
+    zf = SingleCoilOperator(mask).zero_filled(tf.cast(kspace, prediction.dtype))
+    ref = per_sample_loss(zf, target)
+    return per / tf.maximum(ref, tf.constant(1e-30, ref.dtype))
+
+
 def with_loss_weights(batch: Dict[str, tf.Tensor], reduction: str) -> Dict[str, tf.Tensor]:
     """``batch`` plus its ``"loss_weight"`` for ``reduction="task_norm"`` (unchanged otherwise).
 
