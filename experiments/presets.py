@@ -303,12 +303,14 @@ QUICKSTART = Preset(
     loss_reduction=QUICKSTART_LOSS,
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
-    delta_tol=delta_tol_after(5),  # 5 epochs of 31 batch pairs; the 300-step cap ends it at 150
-    meta_max_steps=300,
+    # 500 steps: the held-out PSNR of the 300-step run still rose at every ratio (docs/benchmarks_quality.md
+    # section 1); 9 epochs of 31 batch pairs, the step cap ends the stage at 250
+    delta_tol=delta_tol_after(9),
+    meta_max_steps=500,
     max_inner_iterations=1,
     conv_batch=8,
-    conv_epochs=7.0,
-    conv_max_steps=75,  # 4 x 75 x 8 = 2400 images = meta-learning's 150 x (8 + 8): equal budgets
+    conv_epochs=11.0,
+    conv_max_steps=125,  # 4 x 125 x 8 = 4000 images = meta-learning's 250 x (8 + 8): equal budgets
     adapt_images=16,
     adapt_epochs=2.0,
     adapt_batch=4,
