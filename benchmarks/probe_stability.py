@@ -38,6 +38,8 @@ flags.DEFINE_enum("loss", "mean", ["mean", "sum", "task_norm"],
                   "(complex); task_norm (beyond the paper): the sum with each sample's term divided by its "
                   "zero-filled error ||A^H y - x*||^2 (weights scaled to mean 1 in the batch), so that a low-ratio "
                   "slice does not outweigh a high-ratio one")
+flags.DEFINE_float("task_norm_power", 1.0, "task_norm weights are (||A^H y - x*||^2)^-power (1: the relative "
+                   "error; 0.5: divided by the zero-filled error's norm, between task_norm and sum)")
 flags.DEFINE_integer("mask_seed", 0, "mask seed")
 flags.DEFINE_integer("steps", 600, "Adam steps")
 flags.DEFINE_integer("batch", 8, "batch size")
@@ -54,6 +56,8 @@ flags.DEFINE_boolean("train_eps0", True, "train eps_0 (False: keep it at its ini
 flags.DEFINE_string("init", "random", "regulariser start: random (Xavier) or tv")
 flags.DEFINE_float("tv_scale", 1.0, "scale s of the tv start")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
+                  "constant, or cosine decay from --lr to 0 over --steps")
 flags.DEFINE_float("clipnorm", 0.0, "Adam global_clipnorm (0 = none)")
 flags.DEFINE_boolean("safeguard", False, "run Algorithm 1 lines 5-16")
 flags.DEFINE_boolean("baselines", False, "only compute zero-filled and TV rows")
@@ -79,16 +83,19 @@ def _model_and_optimizer():
                    eps0_floor=FLAGS.eps0_floor, regularizer_init=FLAGS.init, tv_scale=FLAGS.tv_scale)
     variables = [v for v in model.theta_variables if FLAGS.train_eps0 or v is not model.eps0_var]
     kw = {"global_clipnorm": FLAGS.clipnorm} if FLAGS.clipnorm > 0 else {}
-    return model, variables, tf.keras.optimizers.Adam(learning_rate=FLAGS.lr, **kw)
+    lr = FLAGS.lr
+    if FLAGS.lr_schedule == "cosine":
+        lr = tf.keras.optimizers.schedules.CosineDecay(FLAGS.lr, decay_steps=FLAGS.steps)
+    return model, variables, tf.keras.optimizers.Adam(learning_rate=lr, **kw)
 
 
 def _zero_filled_weights(y, imgs, masks):
-    """Per-sample 1 / ||A^H y - x*||^2, scaled to mean 1 (the task_norm loss; ones for the other losses)."""
+    """Per-sample (||A^H y - x*||^2)^-power, scaled to mean 1 (the task_norm loss; ones for the other losses)."""
     if FLAGS.loss != "task_norm":
         return tf.ones([len(imgs)], tf.float32)
     zf = SingleCoilOperator(masks).zero_filled(y).numpy()
     err = np.sum(np.abs(zf - imgs) ** 2, axis=(1, 2))
-    w = 1.0 / err
+    w = err ** (-FLAGS.task_norm_power)
     return tf.constant(w / w.mean(), tf.float32)
 
 

@@ -70,7 +70,8 @@ class Preset:
       safeguard: run Algorithm 1's safeguard (lines 5-16; paper: on). Off is beyond the paper: every
         phase takes the learned update u (docs/benchmarks_quality.md section 5 measures both).
       loss_reduction: ``TrainConfig.loss_reduction``: ``"sum"`` (paper, Eqs. 13-14) or, beyond the
-        paper, ``"task_norm"`` (each sample's term weighted by 1 / its zero-filled error).
+        paper, ``"task_norm"`` (each sample's term weighted by 1 / its zero-filled error) or
+        ``"task_norm_sqrt"`` (by 1 / the error's norm).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 (rho_omega; not stated).
       adapt_learning_rate: Adam learning rate of the new omega in adaptation (not stated; paper

@@ -32,33 +32,35 @@ def test_loss_is_half_squared_error_sum_and_mean():
         reconstruction_loss(tf.constant(p), tf.constant(t), "avg")
 
 
-def test_task_norm_loss_weights_each_sample_by_its_zero_filled_error():
-    """task_norm: sum_i w_i l_i, w_i = 1/||A^H y_i - x*_i||^2 scaled to mean 1 over the batch (numpy)."""
+@pytest.mark.parametrize("reduction,power", [("task_norm", 1.0), ("task_norm_sqrt", 0.5)])
+def test_task_norm_loss_weights_each_sample_by_its_zero_filled_error(reduction, power):
+    """task_norm: sum_i w_i l_i, w_i = 1/||A^H y_i - x*_i||^2 scaled to mean 1 over the batch (numpy);
+    task_norm_sqrt: w_i = 1/||A^H y_i - x*_i||."""
     rng = np.random.default_rng(3)
     b, h, w = 4, 6, 5
     x = rng.normal(size=(b, h, w))
     mask = (rng.random((b, h, w)) < np.array([0.2, 0.4, 0.6, 0.9])[:, None, None]).astype(np.float64)
     k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(1, 2)), norm="ortho"), axes=(1, 2)) * mask
     zf = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(1, 2)), norm="ortho"), axes=(1, 2))
-    inv = 1.0 / np.sum(np.abs(zf - x) ** 2, axis=(1, 2))
+    inv = 1.0 / np.sum(np.abs(zf - x) ** 2, axis=(1, 2)) ** power
     expect_w = inv / inv.mean()
     batch = {"kspace": tf.constant(k), "mask": tf.constant(mask), "target": tf.constant(x)}
-    wb = with_loss_weights(batch, "task_norm")
+    wb = with_loss_weights(batch, reduction)
     np.testing.assert_allclose(wb["loss_weight"].numpy(), expect_w, rtol=1e-5)
     assert expect_w.max() / expect_w.min() > 2  # the ratios really differ, so the weights do
     assert with_loss_weights(batch, "sum") is batch and "loss_weight" not in batch
     p = x + 0.1 * rng.normal(size=x.shape) + 0.1j * rng.normal(size=x.shape)
     per = 0.5 * np.sum(np.abs(p - x) ** 2, axis=(1, 2))
-    got = batch_loss(tf.constant(p), wb, "task_norm").numpy()
+    got = batch_loss(tf.constant(p), wb, reduction).numpy()
     np.testing.assert_allclose(got, np.sum(expect_w * per), rtol=1e-5)
     assert abs(got - per.sum()) > 1e-3 * per.sum()  # differs from the paper's sum
     with pytest.raises(ValueError, match="with_loss_weights"):
-        reconstruction_loss(tf.constant(p), tf.constant(x), "task_norm")
+        reconstruction_loss(tf.constant(p), tf.constant(x), reduction)
     with pytest.raises(ValueError, match="task_norm"):
         reconstruction_loss(tf.constant(p), tf.constant(x), "sum", weights=tf.ones([b]))
 
 
-@pytest.mark.parametrize("lam,reduction", [(0.0, "sum"), (0.7, "sum"), (0.7, "task_norm")])
+@pytest.mark.parametrize("lam,reduction", [(0.0, "sum"), (0.7, "sum"), (0.7, "task_norm"), (0.7, "task_norm_sqrt")])
 def test_penalty_gradient_matches_central_differences_float64(lam, reduction):
     model = ToyUnrolled(num_phases=2, num_tasks=2, dtype="float64")
     btr, bval = _batches()

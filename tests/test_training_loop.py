@@ -115,12 +115,14 @@ def test_conventional_and_omega_free_model(tmp_path):
     assert _loss(model, arr) < 0.7 * l0
 
 
-def test_conventional_task_norm_trains_and_reports_the_loss_relative_to_zero_filling(tmp_path):
+@pytest.mark.parametrize("reduction,power", [("task_norm", 1.0), ("task_norm_sqrt", 0.5)])
+def test_conventional_task_norm_trains_and_reports_the_loss_relative_to_zero_filling(tmp_path, reduction, power):
     """loss_reduction="task_norm": the step loss is sum_i w_i l_i (weights of mean 1) and the held-out
-    loss is each slice's error relative to its zero-filled error, averaged (NumPy reference)."""
+    loss is each slice's error relative to its zero-filled error, averaged (NumPy reference);
+    "task_norm_sqrt": relative to the zero-filled error to the power 1/2 (l_i / l_zf,i ** 0.5)."""
     arr = make_arrays(4, num_tasks=2, seed=7)
     ev = tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in arr.items()})
-    cfg = ConventionalConfig(max_steps=20, learning_rate=1e-2, log_every=5, image_every=0, loss_reduction="task_norm",
+    cfg = ConventionalConfig(max_steps=20, learning_rate=1e-2, log_every=5, image_every=0, loss_reduction=reduction,
                              stairwise={"enabled": False, "max_phases": 2})
     ref = ToyUnrolled(2, use_task_weights=False)
     ref(model_inputs(fixed_batch(arr, [0])))
@@ -131,7 +133,8 @@ def test_conventional_task_norm_trains_and_reports_the_loss_relative_to_zero_fil
         pred = m(model_inputs({k: tf.constant(v) for k, v in arr.items()})).numpy()
         k, mask, x = arr["kspace"], arr["mask"], arr["target"]
         zf = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k * mask, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-        return np.sum(np.abs(pred - x) ** 2, axis=(1, 2)) / np.sum(np.abs(zf - x) ** 2, axis=(1, 2))
+        per, ref = (0.5 * np.sum(np.abs(a - x) ** 2, axis=(1, 2)) for a in (pred, zf))
+        return per / ref ** power
 
     np.testing.assert_allclose(hist["stages"][-1]["loss"], rel(model).mean(), rtol=1e-4)
     assert rel(model).mean() < 0.7 * rel(ref).mean()

@@ -36,7 +36,7 @@ def test_split_microbatches_slices_per_sample_tensors_and_keeps_shared_mask():
 
 
 @pytest.mark.parametrize("mb", [1, 2, 4])
-@pytest.mark.parametrize("reduction", ["sum", "mean", "task_norm"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "task_norm", "task_norm_sqrt"])
 def test_penalty_gradient_microbatched_equals_full_batch_float64(mb, reduction):
     model = ToyUnrolled(num_phases=2, num_tasks=2, dtype="float64")
     btr, bval = _toy_batches()

@@ -34,7 +34,7 @@ from loa_meta.training import checkpointing
 from loa_meta.training.algorithm2 import model_inputs
 from loa_meta.fileio import atomic_path
 from loa_meta.training.config import TrainConfig
-from loa_meta.training.losses import per_sample_loss, relative_sample_loss
+from loa_meta.training.losses import WEIGHT_POWERS, per_sample_loss, relative_sample_loss
 from loa_meta.training.modes import AdaptMode, MetaMode, SupervisedMode  # noqa: F401 (public re-export)
 from loa_meta.training.progress import ProgressLogger, remaining_work
 from loa_meta.training.summaries import Summaries, batch_psnr, batch_ssim
@@ -244,14 +244,14 @@ class TrainingRun:
             strategy.run(apply_o, args=(grads,))
 
         maybe_function = tf.function if self.config.compile_steps else (lambda f: f)
-        task_norm = self.config.loss_reduction == "task_norm"
+        weight_power = WEIGHT_POWERS.get(self.config.loss_reduction)
 
         @maybe_function
         def eval_fn(batch):
             pred = model(model_inputs(batch), training=False)
             ref = tf.cast(batch["target"], pred.dtype)
-            if task_norm:  # the held-out loss in the training loss's own terms (relative to zero filling)
-                loss = relative_sample_loss(pred, batch["kspace"], batch["mask"], batch["target"])
+            if weight_power is not None:  # the held-out loss in the training loss's own terms (relative to zero filling)
+                loss = relative_sample_loss(pred, batch["kspace"], batch["mask"], batch["target"], weight_power)
             else:
                 loss = per_sample_loss(pred, batch["target"])
             return loss, batch_psnr(pred, ref), batch_ssim(pred, ref)
@@ -392,8 +392,8 @@ class TrainingRun:
     def evaluate(self) -> Dict[str, float]:
         """Mean per-sample loss and per-task PSNR on ``data.eval`` (or the monitor EMA).
 
-        The loss is Eq. 14 per sample, or with ``loss_reduction="task_norm"`` the sample's error relative to
-        its zero-filled error (``losses.relative_sample_loss``).
+        The loss is Eq. 14 per sample, or with ``loss_reduction="task_norm"`` (``"task_norm_sqrt"``) the
+        sample's error relative to its zero-filled error (to its square root; ``losses.relative_sample_loss``).
         """
         if self.data.eval is None:
             return {"loss": float(self.state["monitor_ema"].numpy())}

@@ -16,6 +16,10 @@ Reductions (``TrainConfig.loss_reduction``):
   data (k-space, mask, target), never on the network, and are computed once per global batch
   (:func:`with_loss_weights`) before the batch is split into replicas or micro-batches, so the
   accumulated gradients stay exact. Measured in docs/benchmarks_quality.md 5.10-5.11.
+* ``"task_norm_sqrt"`` (beyond the paper): the same with w_i proportional to 1 / ||A^H y_i - x*_i||,
+  the square root of ``"task_norm"``'s weights: half-way (in log scale) between the sum, which
+  favours the low ratios, and ``"task_norm"``, which favours the high ones. Measured in
+  docs/benchmarks_quality.md 5.13.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import tensorflow as tf
 
 from loa_meta.validation import check_one_of
 
-REDUCTIONS = ("sum", "mean", "task_norm")
+REDUCTIONS = ("sum", "mean", "task_norm", "task_norm_sqrt")
+# The weighted reductions and the power p of their weights 1 / (||A^H y - x*||^2)^p.
+WEIGHT_POWERS = {"task_norm": 1.0, "task_norm_sqrt": 0.5}
 LOSS_WEIGHT_KEY = "loss_weight"
 
 
@@ -50,13 +56,19 @@ def per_sample_loss(prediction: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     return 0.5 * tf.reduce_sum(sq, axis=[-2, -1])
 
 
-def zero_filled_loss_weights(kspace, mask, target) -> tf.Tensor:
-    """The ``"task_norm"`` weights of a batch: 1 / ||A^H y_i - x*_i||^2 scaled to mean 1.
+def is_weighted(reduction: str) -> bool:
+    """True for the reductions whose per-sample weights come from :func:`with_loss_weights`."""
+    return reduction in WEIGHT_POWERS
+
+
+def zero_filled_loss_weights(kspace, mask, target, power: float = 1.0) -> tf.Tensor:
+    """The ``"task_norm"`` weights of a batch: 1 / (||A^H y_i - x*_i||^2)^power scaled to mean 1.
 
     Args:
       kspace: complex ``(B, H, W)`` measurements y (centred layout).
       mask: ``(H, W)`` or ``(B, H, W)`` sampling mask.
       target: ``(B, H, W)`` ground truth x*.
+      power: 1 for ``"task_norm"``, 0.5 for ``"task_norm_sqrt"`` (``WEIGHT_POWERS``); must be > 0.
 
     Returns:
       float32 ``(B,)``, mean 1. A sample whose zero-filled error is zero (a full mask) gets the
@@ -70,36 +82,38 @@ def zero_filled_loss_weights(kspace, mask, target) -> tf.Tensor:
     zf = SingleCoilOperator(mask).zero_filled(kspace)
     err = 2.0 * per_sample_loss(zf, target)
     err = tf.maximum(err, 1e-12 * tf.reduce_max(err) + tf.constant(1e-30, err.dtype))
-    w = 1.0 / err
+    w = tf.pow(err, -tf.cast(power, err.dtype))
     return tf.cast(w / tf.reduce_mean(w), tf.float32)
 
 
-def relative_sample_loss(prediction, kspace, mask, target) -> tf.Tensor:
-    """||prediction - x*||^2 / ||A^H y - x*||^2 per sample: the ``"task_norm"`` term without the batch scale.
+def relative_sample_loss(prediction, kspace, mask, target, power: float = 1.0) -> tf.Tensor:
+    """l_i / (l_i of zero filling)^power per sample (l of Eq. 14): a weighted term without the batch scale.
 
-    The held-out loss of a ``"task_norm"`` run (plateau rule and phase acceptance of stair-wise
-    training): it does not depend on how the held-out slices are batched.
+    The held-out loss of a ``"task_norm"`` (power 1) or ``"task_norm_sqrt"`` (power 0.5) run (plateau
+    rule and phase acceptance of stair-wise training): it does not depend on how the held-out slices
+    are batched.
     """
     from loa_meta.physics.operators import SingleCoilOperator
 
     per = per_sample_loss(prediction, target)
     zf = SingleCoilOperator(mask).zero_filled(tf.cast(kspace, prediction.dtype))
     ref = per_sample_loss(zf, target)
-    return per / tf.maximum(ref, tf.constant(1e-30, ref.dtype))
+    return per / tf.pow(tf.maximum(ref, tf.constant(1e-30, ref.dtype)), tf.cast(power, ref.dtype))
 
 
 def with_loss_weights(batch: Dict[str, tf.Tensor], reduction: str) -> Dict[str, tf.Tensor]:
-    """``batch`` plus its ``"loss_weight"`` for ``reduction="task_norm"`` (unchanged otherwise).
+    """``batch`` plus its ``"loss_weight"`` for the weighted reductions (unchanged otherwise).
 
     Call it on the *global* batch, before :func:`~loa_meta.training.algorithm2.replica_slice` and
     micro-batching, so that the weights (normalised over the whole batch) are the same however the
     batch is split. A batch that already carries weights is returned as is.
     """
     check_one_of(reduction, "reduction", list(REDUCTIONS))
-    if reduction != "task_norm" or LOSS_WEIGHT_KEY in batch:
+    if not is_weighted(reduction) or LOSS_WEIGHT_KEY in batch:
         return batch
     out = dict(batch)
-    out[LOSS_WEIGHT_KEY] = zero_filled_loss_weights(batch["kspace"], batch["mask"], batch["target"])
+    out[LOSS_WEIGHT_KEY] = zero_filled_loss_weights(batch["kspace"], batch["mask"], batch["target"],
+                                                    WEIGHT_POWERS[reduction])
     return out
 
 
@@ -110,9 +124,9 @@ def reconstruction_loss(prediction, target, reduction: str = "sum", global_batch
     Args:
       prediction: complex tensor ``(B, H, W)``.
       target: tensor ``(B, H, W)``.
-      reduction: ``"sum"`` (paper), ``"mean"`` or ``"task_norm"`` (module docstring).
+      reduction: ``"sum"`` (paper), ``"mean"``, ``"task_norm"`` or ``"task_norm_sqrt"`` (module docstring).
       global_batch_size: divisor for ``"mean"``; defaults to this batch's size.
-      weights: ``(B,)`` per-sample weights; required by ``"task_norm"`` (from
+      weights: ``(B,)`` per-sample weights; required by the weighted reductions (from
         :func:`with_loss_weights`), not accepted by the other reductions.
 
     Returns:
@@ -120,13 +134,14 @@ def reconstruction_loss(prediction, target, reduction: str = "sum", global_batch
     """
     check_one_of(reduction, "reduction", list(REDUCTIONS))
     per = per_sample_loss(prediction, target)
-    if reduction == "task_norm":
+    if is_weighted(reduction):
         if weights is None:
-            raise ValueError('loss_reduction="task_norm" needs per-sample weights: pass the batch through '
+            raise ValueError(f'loss_reduction="{reduction}" needs per-sample weights: pass the batch through '
                              "loa_meta.training.losses.with_loss_weights first.")
         return tf.reduce_sum(tf.cast(weights, per.dtype) * per)
     if weights is not None:
-        raise ValueError(f'Per-sample weights are only used by loss_reduction="task_norm", not "{reduction}".')
+        raise ValueError(f'Per-sample weights are only used by loss_reduction="task_norm" or "task_norm_sqrt", '
+                         f'not "{reduction}".')
     total = tf.reduce_sum(per)
     if reduction == "mean":
         n = tf.shape(per)[0] if global_batch_size is None else global_batch_size
@@ -137,4 +152,4 @@ def reconstruction_loss(prediction, target, reduction: str = "sum", global_batch
 def batch_loss(prediction, batch: Dict[str, tf.Tensor], reduction: str = "sum", global_batch_size=None) -> tf.Tensor:
     """:func:`reconstruction_loss` of ``prediction`` against ``batch["target"]`` with the batch's weights."""
     return reconstruction_loss(prediction, batch["target"], reduction, global_batch_size,
-                               batch.get(LOSS_WEIGHT_KEY) if reduction == "task_norm" else None)
+                               batch.get(LOSS_WEIGHT_KEY) if is_weighted(reduction) else None)
