@@ -304,14 +304,14 @@ QUICKSTART = Preset(
     loss_reduction=QUICKSTART_LOSS,
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
-    # 500 steps: the held-out PSNR of the 300-step run still rose at every ratio (docs/benchmarks_quality.md
-    # section 1); 9 epochs of 31 batch pairs, the step cap ends the stage at 250
-    delta_tol=delta_tol_after(9),
-    meta_max_steps=500,
+    # 700 steps: the held-out PSNR of the 300- and 500-step runs still rose at every ratio, most at 10 %
+    # (docs/benchmarks_quality.md section 1); 12 epochs of 31 batch pairs, the step cap ends the stage at 350
+    delta_tol=delta_tol_after(12),
+    meta_max_steps=700,
     max_inner_iterations=1,
     conv_batch=8,
-    conv_epochs=11.0,
-    conv_max_steps=125,  # 4 x 125 x 8 = 4000 images = meta-learning's 250 x (8 + 8): equal budgets
+    conv_epochs=16.0,
+    conv_max_steps=175,  # 4 x 175 x 8 = 5600 images = meta-learning's 350 x (8 + 8): equal budgets
     adapt_images=16,
     adapt_epochs=2.0,
     adapt_batch=4,
