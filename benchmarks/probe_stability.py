@@ -27,6 +27,7 @@ from loa_meta.metrics import psnr
 from loa_meta.models import LOANet
 from loa_meta.physics.operators import SingleCoilOperator
 from loa_meta.sampling import parse_task_spec
+from loa_meta.training.losses import zero_filled_loss_weights
 
 flags.DEFINE_string("data_dir", None, "prepared dataset (data_prep.brats output)")
 flags.DEFINE_string("task", "radial:0.2", "task spec of the mask (seed --mask_seed)")
@@ -93,10 +94,7 @@ def _zero_filled_weights(y, imgs, masks):
     """Per-sample (||A^H y - x*||^2)^-power, scaled to mean 1 (the task_norm loss; ones for the other losses)."""
     if FLAGS.loss != "task_norm":
         return tf.ones([len(imgs)], tf.float32)
-    zf = SingleCoilOperator(masks).zero_filled(y).numpy()
-    err = np.sum(np.abs(zf - imgs) ** 2, axis=(1, 2))
-    w = err ** (-FLAGS.task_norm_power)
-    return tf.constant(w / w.mean(), tf.float32)
+    return zero_filled_loss_weights(y, masks, tf.constant(imgs.astype(np.complex64)), FLAGS.task_norm_power)
 
 
 def baselines(val, test, mask):

@@ -274,8 +274,8 @@ def test_presets_override_and_budget_conversion():
     np.testing.assert_allclose(c.kappa([0]).numpy(), [kappa0], rtol=1e-6)
     np.testing.assert_allclose(m.kappa([0, 1]).numpy(), [kappa0, kappa0], rtol=1e-6)
     # quickstart: meta-learning and conventional training see the same number of images
-    # (150 outer iterations x (B_tr + B_val) = 4 ratios x conv_max_steps x conv_batch); 5 epochs of
-    # the 64x64 demo data's 31 batch pairs do not end the stage before the step cap
+    # (meta_max_steps / 2 outer iterations x (B_tr + B_val) = 4 ratios x conv_max_steps x conv_batch); the
+    # stage's epochs of the 64x64 demo data's 31 batch pairs do not end it before the step cap
     per_task = 2 * q.per_task_batch * 4
     assert q.meta_max_steps // 2 * per_task == 4 * q.conv_max_steps * q.conv_batch
     assert q.meta_stage_epochs * 31 >= q.meta_max_steps // 2

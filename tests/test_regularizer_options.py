@@ -161,6 +161,24 @@ def test_preset_fields_reach_the_model_and_the_training_config():
     assert cfg.loss_reduction == "task_norm" and MetaConfig.from_dict(cfg.to_dict()).loss_reduction == "task_norm"
 
 
+def test_loss_reduction_flag_offers_exactly_the_library_reductions(monkeypatch):
+    """The apps' --loss_reduction choices are a literal list (training_common does not import TensorFlow at
+    import time); they must equal loa_meta.training.losses.REDUCTIONS."""
+    from experiments import training_common
+    from loa_meta.training.losses import REDUCTIONS
+
+    defined = {}
+
+    class Recorder:  # stands in for absl.flags while the app's flags are defined
+        def __getattr__(self, kind):
+            return lambda name, default, *args, **kwargs: defined.setdefault(name, (kind, args))
+
+    monkeypatch.setattr(training_common, "flags", Recorder())
+    training_common.define_model_option_flags()
+    kind, args = defined["loss_reduction"]
+    assert kind == "DEFINE_enum" and list(args[0]) == list(REDUCTIONS)
+
+
 def test_option_flags_are_validated_in_the_apps(tmp_path):
     from tests.test_experiments_train import run_app
 

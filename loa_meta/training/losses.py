@@ -140,7 +140,7 @@ def reconstruction_loss(prediction, target, reduction: str = "sum", global_batch
                              "loa_meta.training.losses.with_loss_weights first.")
         return tf.reduce_sum(tf.cast(weights, per.dtype) * per)
     if weights is not None:
-        raise ValueError(f'Per-sample weights are only used by loss_reduction="task_norm" or "task_norm_sqrt", '
+        raise ValueError(f"Per-sample weights are only used by loss_reduction in {sorted(WEIGHT_POWERS)}, "
                          f'not "{reduction}".')
     total = tf.reduce_sum(per)
     if reduction == "mean":
