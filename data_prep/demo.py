@@ -202,7 +202,7 @@ def _write_subject(job) -> str:
 
 
 def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, overwrite: bool = False,
-                    shape: Sequence[int] = BRATS_SHAPE, workers: int = 2) -> dict:
+                    shape: Sequence[int] = BRATS_SHAPE, workers: int = 2, first_subject: int = 0) -> dict:
     """Write ``output_dir/HGG/Demo_MNI_<i>/Demo_MNI_<i>_{t1,t2,seg}.nii.gz`` atomically.
 
     Args:
@@ -212,19 +212,25 @@ def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, over
       overwrite: replace a non-empty destination.
       shape: output grid (BraTS 240x240x155 by default).
       workers: processes simulating subjects in parallel (the output does not depend on it).
+      first_subject: index of the first subject: subjects ``first_subject .. first_subject +
+        num_subjects - 1`` are written, each identical to the same index in any other tree of this
+        seed. A tree of new subjects (e.g. ``first_subject=12`` next to the quickstart's 0-11) is a
+        held-out set for model choices that never touches the test split.
 
     Returns:
       Summary dict with the subject ids and the elapsed seconds.
     """
     num_subjects = check_positive_int(num_subjects, "num_subjects")
     workers = check_positive_int(workers, "workers")
+    first_subject = check_positive_int(first_subject, "first_subject", minimum=0)
     t0 = time.perf_counter()
     check_output_dir(output_dir, overwrite)  # before the template is loaded
     global _TEMPLATE
     _TEMPLATE = load_template()
-    ids = [f"Demo_MNI_{i:03d}" for i in range(num_subjects)]
+    indices = range(first_subject, first_subject + num_subjects)
+    ids = [f"Demo_MNI_{i:03d}" for i in indices]
     with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
-        jobs = [(tmp, i, seed, tuple(shape)) for i in range(num_subjects)]
+        jobs = [(tmp, i, seed, tuple(shape)) for i in indices]
         if workers > 1 and num_subjects > 1:
             import multiprocessing
 
@@ -239,7 +245,7 @@ def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, over
         with open(os.path.join(tmp, "README.txt"), "w", encoding="utf-8") as f:
             f.write(
                 "Demo tree built by data_prep.demo from the MNI152 2009 template bundled in nilearn.\n"
-                f"subjects={num_subjects} seed={seed}; _seg holds tissue labels 1=CSF 2=GM 3=WM.\n"
+                f"subjects={ids[0]}..{ids[-1]} seed={seed}; _seg holds tissue labels 1=CSF 2=GM 3=WM.\n"
                 "Prepare with: python -m data_prep.brats --brats_dir <this dir> --output_dir <out> "
                 "--num_train 8 --num_val 2 --num_test 2\n"
             )
@@ -255,7 +261,7 @@ def main(argv):
     f = flags.FLAGS
     try:
         summary = build_demo_tree(f.output_dir, num_subjects=f.num_subjects, seed=f.seed,
-                                  overwrite=f.overwrite, workers=f.workers)
+                                  overwrite=f.overwrite, workers=f.workers, first_subject=f.first_subject)
     except (DataPrepError, ValueError) as e:
         print(f"data_prep.demo: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -270,6 +276,9 @@ if __name__ == "__main__":
     flags.DEFINE_string("output_dir", None, "Destination of the BraTS-layout demo tree.")
     flags.DEFINE_integer("num_subjects", 12, "Simulated subjects (12 allow --num_train 8 --num_val 2 --num_test 2).")
     flags.DEFINE_integer("seed", 0, "Seed of the simulated subjects.")
+    flags.DEFINE_integer("first_subject", 0, "Index of the first subject; e.g. --first_subject=12 --num_subjects=5 "
+                         "writes new subjects next to the quickstart's 0-11: a held-out set for model choices "
+                         "(docs/evaluation.md).")
     flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --output_dir.")
     flags.DEFINE_integer("workers", 2, "Parallel processes (output is independent of it).")
     flags.mark_flag_as_required("output_dir")

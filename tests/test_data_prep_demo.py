@@ -86,3 +86,14 @@ def test_demo_is_seeded_and_independent_of_workers(tree, tmp_path):
             a = np.asarray(nib.load(os.path.join(out, "HGG", pid, f"{pid}_{mod}.nii.gz")).dataobj)
             b = np.asarray(nib.load(os.path.join(other, "HGG", pid, f"{pid}_{mod}.nii.gz")).dataobj)
             np.testing.assert_array_equal(a, b)
+    # A tree starting at subject 1 holds the same subject 1 (held-out sets of new subjects, first_subject).
+    part = tmp_path / "from1"
+    summary = demo.build_demo_tree(str(part), num_subjects=1, seed=3, workers=1, first_subject=1)
+    assert summary["subjects"] == ["Demo_MNI_001"]
+    assert sorted(os.listdir(part / "HGG")) == ["Demo_MNI_001"]
+    for mod in ("t1", "t2", "seg"):
+        a = np.asarray(nib.load(os.path.join(out, "HGG", "Demo_MNI_001", f"Demo_MNI_001_{mod}.nii.gz")).dataobj)
+        b = np.asarray(nib.load(os.path.join(part, "HGG", "Demo_MNI_001", f"Demo_MNI_001_{mod}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="first_subject"):
+        demo.build_demo_tree(str(tmp_path / "bad"), num_subjects=1, first_subject=-1)
