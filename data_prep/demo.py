@@ -246,7 +246,7 @@ def build_demo_tree(output_dir: str, num_subjects: int = 12, seed: int = 0, over
             f.write(
                 "Demo tree built by data_prep.demo from the MNI152 2009 template bundled in nilearn.\n"
                 f"subjects={ids[0]}..{ids[-1]} seed={seed}; _seg holds tissue labels 1=CSF 2=GM 3=WM.\n"
-                "Prepare with: python -m data_prep.brats --brats_dir <this dir> --output_dir <out> "
+                "Prepare (12 subjects) with: python -m data_prep.brats --brats_dir <this dir> --output_dir <out> "
                 "--num_train 8 --num_val 2 --num_test 2\n"
             )
     return {"output_dir": os.path.abspath(output_dir), "subjects": ids, "seconds": time.perf_counter() - t0}
