@@ -107,6 +107,8 @@ class Preset:
       compile_steps: run the gradients in compiled kernels (``TrainConfig.compile_steps``); the
         ``tiny`` preset (a handful of steps on tiny images, used by the tests) runs them eagerly,
         where tracing would cost more than it saves.
+      jit_compile: compile those kernels with XLA (``TrainConfig.jit_compile``); measured in
+        docs/benchmarks_training.md.
     """
 
     name: str
@@ -164,6 +166,7 @@ class Preset:
     patience: int = 3
     min_delta: float = 1e-3
     compile_steps: bool = True
+    jit_compile: bool = False
 
     def override(self, **kwargs: Any) -> "Preset":
         """A copy with the given fields replaced; ``None`` values are ignored (flag not given)."""

@@ -69,6 +69,8 @@ def define_model_option_flags() -> None:
                       "term divided by its zero-filled error ||A^H y - x*||^2, weights of mean 1 per batch, so that "
                       "low-ratio tasks do not decide theta alone; docs/benchmarks_quality.md 5.10-5.11), or task_norm_sqrt "
                       "(beyond the paper: divided by ||A^H y - x*||, between sum and task_norm; 5.13).")
+    flags.DEFINE_boolean("jit_compile", None, "Override: compile the training kernels with XLA (speed only; "
+                         "docs/benchmarks_training.md measures when it pays off).")
 
 
 def define_distribute_flags() -> None:
@@ -142,7 +144,8 @@ def model_option_overrides() -> Dict[str, object]:
     if f.global_clipnorm is not None and not (f.global_clipnorm > 0 and math.isfinite(f.global_clipnorm)):
         raise common.usage_error("global_clipnorm", f"must be a positive number, but received: {f.global_clipnorm}")
     return dict(filters=f.filters, eps0_floor=f.eps0_floor, regularizer_init=f.regularizer_init,
-                global_clipnorm=f.global_clipnorm, safeguard=f.safeguard, loss_reduction=f.loss_reduction)
+                global_clipnorm=f.global_clipnorm, safeguard=f.safeguard, loss_reduction=f.loss_reduction,
+                jit_compile=f.jit_compile)
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")
@@ -344,7 +347,7 @@ def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_ra
                 global_clipnorm=preset.global_clipnorm, loss_reduction=preset.loss_reduction,
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
-                compile_steps=preset.compile_steps)
+                compile_steps=preset.compile_steps, jit_compile=bool(preset.jit_compile and preset.compile_steps))
 
 
 # ----------------------------------------------------------------------------- runs

@@ -292,6 +292,10 @@ def test_presets_override_and_budget_conversion():
         assert LOANet(num_phases=1, use_task_weights=False, **pr.conventional_kwargs()).safeguard is on
         # the plateau rule is live (evaluations on held-out slices) and Algorithm 2 splits 2 : 1
         assert pr.eval_every >= 1 and pr.patience >= 1 and pr.eval_slices >= 1 and pr.val_fraction == 1 / 3
+    # --jit_compile reaches TrainConfig (XLA kernels), but not for the eager tiny preset
+    assert tc._common_cfg(q, 0, 5)["jit_compile"] is False
+    assert tc._common_cfg(q.override(jit_compile=True), 0, 5)["jit_compile"] is True
+    assert tc._common_cfg(get_preset("tiny").override(jit_compile=True), 0, 5)["jit_compile"] is False
     # paper adaptation: 50 epochs of 100 images in batches of 8 = 650 Adam steps; at most lr per step,
     # so omega can move 6.5, more than the 2.28 between sigma(omega) = 0.66 and 0.95 (Tables 3-5)
     steps = tc._steps(PAPER.adapt_epochs, PAPER.adapt_images, PAPER.adapt_batch)

@@ -118,6 +118,29 @@ def test_schedule_matches_paper_constants():
     np.testing.assert_allclose(s.lam.numpy(), 1e-5 * 1.001 ** n, rtol=1e-12)
 
 
+def test_omega_step_uses_the_omega_only_gradient_and_line_6_the_full_one():
+    """With ``compute_omega`` the line-10 step (k = K >= 1) takes the omega-only gradient; the line-6
+    test (k = 0) and every theta step take the full one; with K = 0 the omega step is also the
+    line-6 test and stays full."""
+    for theta_steps, expect in ((1, ["all", "omega", "all", "omega"]), (2, ["all", "all", "omega"] * 2),
+                                (0, ["all", "all"])):
+        used, records = [], []
+
+        def compute(bt, bv, lam, tag="all"):
+            used.append(tag)
+            g_t = [] if tag == "omega" else [tf.constant([3.0])]
+            return {"objective": tf.constant(1.0)}, g_t, [tf.constant([4.0])]
+
+        s = Algorithm2Schedule(1e-3, 0.5, 1e-6, 1e-5, 2.0)
+        run_algorithm2_iteration(compute, lambda g: None, lambda g: None, None, None, s, theta_steps=theta_steps,
+                                 max_inner_iterations=2, on_step=lambda m, w: records.append((w, dict(m))),
+                                 compute_omega=lambda bt, bv, lam: compute(bt, bv, lam, "omega"))
+        assert used == expect, (theta_steps, used)
+        for (which, m), tag in zip(records, used):
+            assert m["grad_omega_norm2"] == 16.0
+            assert ("grad_norm2" in m) == (tag == "all") and (m.get("grad_norm2") in (None, 25.0))
+
+
 def test_inner_loop_runs_K_theta_steps_then_one_omega_step_and_stops_on_delta():
     calls = []
     norms = iter([10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 1e-9])

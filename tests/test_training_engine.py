@@ -125,6 +125,42 @@ def test_kernels_match_sequential_penalty_gradient_and_do_not_retrace():
     assert traced == 2 + 3  # plan + whole-batch kernel at batch 4; plan, loss and hvp kernels at micro-batch 2
 
 
+@pytest.mark.slow
+def test_xla_kernels_match_graph_kernels():
+    """``jit_compile=True`` (``--jit_compile``) computes the same exact Eq. 18 gradient as the graph kernels."""
+    keras.utils.set_random_seed(1)
+    model = LOANet(num_phases=2, num_tasks=2, filters=4, safeguard=False, eps0_floor=1e-3)
+    bt, bv = _meta_batches(3), _meta_batches(4)
+    lam = tf.constant(0.3, tf.float32)
+    m0, gt0, go0 = penalty_objective_and_grads(model, bt, bv, lam, "task_norm")
+    m1, gt1, go1 = penalty_objective_and_grads(model, bt, bv, lam, "task_norm", jit_compile=True)
+    assert gradient_kernels(model, model.theta_variables, model.omega_variables, "task_norm", True).jit_compile
+    np.testing.assert_allclose(float(m1["objective"]), float(m0["objective"]), rtol=1e-5)
+    assert _rel([v.numpy() for v in gt1 + go1], [v.numpy() for v in gt0 + go0]) < 1e-4
+    assert np.linalg.norm(go0[0].numpy()) > 0
+
+
+@pytest.mark.slow
+def test_omega_only_gradient_equals_the_omega_block_of_the_full_gradient():
+    """Algorithm 2's line 10 from ``wrt="omega"``: the same omega gradient and metrics as the full Eq. 18
+    gradient, compiled (whole batch and micro-batches) and op by op, at a lambda where the penalty matters."""
+    model = _mixed_model()
+    bt, bv = _meta_batches(3), _meta_batches(4)
+    lam = tf.constant(0.3, tf.float32)
+    for compiled in (True, False):
+        for mb in (None, 2):
+            m_all, gt, go = penalty_objective_and_grads(model, bt, bv, lam, microbatch_size=mb, compiled=compiled)
+            m_om, gt_om, go_om = penalty_objective_and_grads(model, bt, bv, lam, microbatch_size=mb, compiled=compiled,
+                                                             wrt="omega")
+            assert gt_om == [] and len(go_om) == len(go) == len(model.omega_variables)
+            assert _rel([v.numpy() for v in go_om], [v.numpy() for v in go]) < 1e-5, (compiled, mb)
+            assert min(np.linalg.norm(v.numpy()) for v in go) > 0
+            for k in ("objective", "loss_val", "loss_train", "penalty"):
+                np.testing.assert_allclose(float(m_om[k]), float(m_all[k]), rtol=1e-5)
+    with pytest.raises(ValueError, match="wrt"):
+        penalty_objective_and_grads(model, bt, bv, lam, wrt="theta")
+
+
 def _sequential_penalty(model, bt, bv, lam):
     """Eq. 18 and its gradient through the sequential reference (tf.cond / while_loop differentiated)."""
     params = model.theta_variables + model.omega_variables
@@ -225,4 +261,5 @@ def test_a_training_stage_traces_each_kernel_once(tmp_path):
     finally:
         loop_mod.run_algorithm2_iteration = original
     assert len(counts) >= 3, counts
-    assert counts[0] == 2 and counts[-1] == counts[0], counts  # the plan and the whole-batch kernel, never retraced
+    # the plan, the whole-batch kernel and its omega-only twin (line 10), never retraced
+    assert counts[0] == 3 and counts[-1] == counts[0], counts

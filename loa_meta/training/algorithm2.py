@@ -156,11 +156,16 @@ class GradientKernels:
       model without plan/replay). A kernel of its own, so that the differentiated kernels do not
       each trace (and run) the sequential Algorithm 1 again: they take the plan as an input.
     * ``loss_grads(mb, n, wrt, plan)``: Eq. 13 loss of ``mb`` and its gradient w.r.t. ``"theta"``,
-      ``"omega"`` or ``"all"`` (first order; one kernel computes all blocks).
+      ``"omega"`` or ``"all"`` (first order; one kernel computes theta and all, a second one omega
+      alone: without theta's kernel gradients it skips the filter-gradient convolutions).
     * ``penalty_hvp(mb, g_stop, lam, n, plan)``: grad_{theta,omega} lambda <grad_theta L(mb), g_stop>
       (reverse-over-reverse Hessian-vector product; summed over micro-batches it is the gradient
       of the Eq. 18 penalty lambda/2 ||g||^2 with g = stop_gradient of the full-batch gradient).
     * ``penalty_whole(b_tr, b_val, lam, n_tr, n_val)``: all of Eq. 18 for whole batches in one graph.
+
+    ``penalty_hvp`` and ``penalty_whole`` take ``wrt="omega"`` for the outer gradient w.r.t. omega
+    alone (Algorithm 2's line 10 needs nothing else): the same values for omega, in about 0.7x the
+    time (docs/benchmarks_training.md), from kernels of their own, traced on first use.
 
     ``plan`` defaults to ``plan(mb)``.
 
@@ -182,6 +187,13 @@ class GradientKernels:
         self._loss_grads_all = tf.function(lambda mb, n, plan: self._first_order(mb, n, plan, "all"), **opts)
         self._hvp = tf.function(self._penalty_hvp, **opts)
         self._whole = tf.function(self._penalty_whole, **opts)
+        # omega alone (line 10 of Algorithm 2): no filter gradients of theta in the outer pass
+        self._loss_grads_omega = tf.function(lambda mb, n, plan: self._first_order(mb, n, plan, "omega"), **opts)
+        self._hvp_omega = tf.function(
+            lambda mb, g_stop, lam, n, plan: self._penalty_hvp(mb, g_stop, lam, n, plan, "omega"), **opts)
+        self._whole_omega = tf.function(
+            lambda b_tr, b_val, lam, n_tr, n_val, p_tr, p_val: self._penalty_whole(b_tr, b_val, lam, n_tr, n_val,
+                                                                                   p_tr, p_val, "omega"), **opts)
 
     @property
     def model(self):
@@ -203,16 +215,16 @@ class GradientKernels:
             loss = self._loss(mb, n, plan)
         return loss, gradients_or_zeros(tape, loss, self._vars(wrt))
 
-    def _penalty_hvp(self, mb, g_stop, lam, n, plan):
+    def _penalty_hvp(self, mb, g_stop, lam, n, plan, wrt="all"):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
                 loss = self._loss(mb, n, plan)
             g = inner.gradient(loss, self.theta, unconnected_gradients=_ZERO)
             ip = tf.add_n([tf.reduce_sum(a * tf.cast(b, a.dtype)) for a, b in zip(g, g_stop)])
             term = tf.cast(lam, loss.dtype) * tf.cast(ip, loss.dtype)
-        return loss, g, outer.gradient(term, self.theta + self.omega, unconnected_gradients=_ZERO)
+        return loss, g, outer.gradient(term, self._vars(wrt), unconnected_gradients=_ZERO)
 
-    def _penalty_whole(self, b_tr, b_val, lam, n_tr, n_val, plan_tr, plan_val):
+    def _penalty_whole(self, b_tr, b_val, lam, n_tr, n_val, plan_tr, plan_val, wrt="all"):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
                 l_tr = self._loss(b_tr, n_tr, plan_tr)
@@ -221,7 +233,7 @@ class GradientKernels:
             ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, g_stop)])
             l_val = self._loss(b_val, n_val, plan_val)
             surrogate = l_val + tf.cast(lam, l_val.dtype) * tf.cast(ip, l_val.dtype)
-        grads = outer.gradient(surrogate, self.theta + self.omega, unconnected_gradients=_ZERO)
+        grads = outer.gradient(surrogate, self._vars(wrt), unconnected_gradients=_ZERO)
         return l_tr, l_val, g, grads
 
     def plan(self, mb):
@@ -230,22 +242,36 @@ class GradientKernels:
 
     def loss_grads(self, mb, n, wrt: str, plan=None):
         """(loss, gradients w.r.t. ``wrt`` = "theta", "omega" or "all") of one micro-batch."""
-        loss, grads = self._loss_grads_all(mb, n, self.plan(mb) if plan is None else plan)
+        plan = self.plan(mb) if plan is None else plan
+        if wrt == "omega":
+            return self._loss_grads_omega(mb, n, plan)
+        loss, grads = self._loss_grads_all(mb, n, plan)
         k = len(self.theta)
-        return loss, {"theta": grads[:k], "omega": grads[k:], "all": grads}[wrt]
+        return loss, {"theta": grads[:k], "all": grads}[wrt]
 
-    def penalty_hvp(self, mb, g_stop, lam, n, plan=None):
-        """(loss, g, grad_{theta,omega} lambda <g, g_stop>) of one micro-batch, g = grad_theta L(mb)."""
-        return self._hvp(mb, g_stop, lam, n, self.plan(mb) if plan is None else plan)
+    def penalty_hvp(self, mb, g_stop, lam, n, plan=None, wrt: str = "all"):
+        """(loss, g, grad lambda <g, g_stop> w.r.t. theta and omega, or omega alone) of one
+        micro-batch, g = grad_theta L(mb)."""
+        fn = self._hvp_omega if _check_wrt(wrt) == "omega" else self._hvp
+        return fn(mb, g_stop, lam, n, self.plan(mb) if plan is None else plan)
 
-    def penalty_whole(self, b_tr, b_val, lam, n_tr, n_val):
-        """(L(B_tr), L(B_val), g, grad_{theta,omega} of Eq. 18's surrogate) for whole batches."""
-        return self._whole(b_tr, b_val, lam, n_tr, n_val, self.plan(b_tr), self.plan(b_val))
+    def penalty_whole(self, b_tr, b_val, lam, n_tr, n_val, wrt: str = "all"):
+        """(L(B_tr), L(B_val), g, gradient of Eq. 18's surrogate w.r.t. theta and omega, or omega
+        alone) for whole batches."""
+        fn = self._whole_omega if _check_wrt(wrt) == "omega" else self._whole
+        return fn(b_tr, b_val, lam, n_tr, n_val, self.plan(b_tr), self.plan(b_val))
 
     def tracing_count(self) -> int:
         """Traces made so far by all kernels (a stage must trace each kernel at most once per shape)."""
-        fns = [self._plan, self._loss_grads_all, self._hvp, self._whole]
+        fns = [self._plan, self._loss_grads_all, self._hvp, self._whole, self._loss_grads_omega, self._hvp_omega,
+               self._whole_omega]
         return sum(f.experimental_get_tracing_count() for f in fns)
+
+
+def _check_wrt(wrt: str) -> str:
+    if wrt not in ("all", "omega"):
+        raise ValueError(f"Argument `wrt` must be 'all' or 'omega', but received: {wrt!r}")
+    return wrt
 
 
 def gradient_kernels(model, theta, omega, reduction: str = "sum", jit_compile: bool = False) -> GradientKernels:
@@ -354,6 +380,7 @@ def penalty_objective_and_grads(
     microbatch_size: Optional[int] = None,
     jit_compile: bool = False,
     compiled: bool = True,
+    wrt: str = "all",
 ):
     """Eq. 18 and its exact gradient w.r.t. theta and omega (replica context or plain eager/graph).
 
@@ -373,6 +400,9 @@ def penalty_objective_and_grads(
         second-order micro-batch; the cost is one extra first-order pass over B_tr.
       jit_compile: compile the gradient kernels with XLA.
       compiled: use the compiled kernels (False: the same computation op by op).
+      wrt: ``"all"`` (theta and omega) or ``"omega"``: the gradient w.r.t. omega alone, as
+        Algorithm 2's line 10 needs it (the same values; the outer pass skips theta's kernel
+        gradients, about 0.7x the time); ``grads_theta`` is then ``[]``. The metrics are the same.
 
     Returns:
       ``(metrics, grads_theta, grads_omega)``: metrics has ``objective`` (L~), ``loss_val``
@@ -385,6 +415,7 @@ def penalty_objective_and_grads(
     """
     theta = list(model.theta_variables if theta is None else theta)
     omega = list(model.omega_variables if omega is None else omega)
+    outer_vars = theta + omega if _check_wrt(wrt) == "all" else omega
     n_tr, n_val = global_batch_size(batch_tr), global_batch_size(batch_val)
     # task_norm weights are normalised over the global batch, before it is split
     batch_tr, batch_val = with_loss_weights(batch_tr, reduction), with_loss_weights(batch_val, reduction)
@@ -397,14 +428,14 @@ def penalty_objective_and_grads(
     if compiled and _num_replicas() == 1 and _block_of(model, theta) == "theta" and _block_of(model, omega) == "omega":
         kern = gradient_kernels(model, theta, omega, reduction, jit_compile)
     if kern is not None and len(mbs_tr) == 1 and len(mbs_val) == 1:
-        l_tr, l_val, g_all, grads = kern.penalty_whole(btr, bval, lam, n_tr, n_val)
+        l_tr, l_val, g_all, grads = kern.penalty_whole(btr, bval, lam, n_tr, n_val, wrt)
     elif kern is not None:
         # (1) g = grad_theta L(B_tr), (2) lambda J_g^T g, (3) grad L(B_val): one kernel each;
         # B_tr's micro-batches are planned once for (1) and (2)
         plans = [kern.plan(mb) for mb in mbs_tr]
         l_tr, g_all = _sum_over(kern.loss_grads(mb, n_tr, "theta", p) for mb, p in zip(mbs_tr, plans))
-        (grads,) = _sum_over(kern.penalty_hvp(mb, g_all, lam, n_tr, p)[2:] for mb, p in zip(mbs_tr, plans))
-        l_val, gv = _sum_over(kern.loss_grads(mb, n_val, "all") for mb in mbs_val)
+        (grads,) = _sum_over(kern.penalty_hvp(mb, g_all, lam, n_tr, p, wrt)[2:] for mb, p in zip(mbs_tr, plans))
+        l_val, gv = _sum_over(kern.loss_grads(mb, n_val, wrt) for mb in mbs_val)
         grads = [a + b for a, b in zip(grads, gv)]
     elif len(mbs_tr) == 1 and len(mbs_val) == 1:
         with tf.GradientTape() as outer:
@@ -417,7 +448,7 @@ def penalty_objective_and_grads(
             l_val = batch_loss(predict_for_training(model, bval), bval, reduction, n_val)
             lam_t = tf.cast(lam, l_val.dtype)
             surrogate = l_val + lam_t * tf.cast(inner_prod, l_val.dtype)
-        grads = outer.gradient(surrogate, theta + omega, unconnected_gradients=_ZERO)
+        grads = outer.gradient(surrogate, outer_vars, unconnected_gradients=_ZERO)
     else:
         # (1) g = grad_theta L(B_tr), first order, accumulated over micro-batches.
         l_tr, _, g = accumulate_loss_gradients(model, btr, theta, reduction, n_tr, microbatch_size)
@@ -432,9 +463,9 @@ def penalty_objective_and_grads(
                 g_i = inner.gradient(l_i, theta, unconnected_gradients=_ZERO)
                 ip = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g_i, g_stop)])
                 term = tf.cast(lam, l_i.dtype) * tf.cast(ip, l_i.dtype)
-            grads = _add_lists(grads, outer.gradient(term, theta + omega, unconnected_gradients=_ZERO))
+            grads = _add_lists(grads, outer.gradient(term, outer_vars, unconnected_gradients=_ZERO))
         # (3) grad_{theta,omega} L(B_val), first order, accumulated.
-        l_val, _, gv = accumulate_loss_gradients(model, bval, theta + omega, reduction, n_val, microbatch_size)
+        l_val, _, gv = accumulate_loss_gradients(model, bval, outer_vars, reduction, n_val, microbatch_size)
         grads = [a + b for a, b in zip(grads, gv)]
     grads = all_reduce(list(grads))
     l_val_all, l_tr_all = all_reduce([l_val, l_tr])
@@ -447,6 +478,8 @@ def penalty_objective_and_grads(
         "penalty": penalty,
         "grad_tr_norm2": g2,
     }
+    if wrt == "omega":
+        return metrics, [], list(grads)
     return metrics, list(grads[: len(theta)]), list(grads[len(theta) :])
 
 
@@ -520,6 +553,7 @@ def run_algorithm2_iteration(
     max_inner_iterations: int,
     on_step: Callable[[Dict[str, float], str], None],
     steps_left: Callable[[], bool] = lambda: True,
+    compute_omega: Optional[Callable] = None,
 ) -> Dict[str, float]:
     """Lines 4-12 of Algorithm 2 for one sampled (B_tr, B_val) pair.
 
@@ -534,6 +568,10 @@ def run_algorithm2_iteration(
         (``"theta"``, ``"omega"`` or ``"none"`` when the line-6 test stopped the inner loop). It
         raises on non-finite values *before* anything is applied.
       steps_left: returns False when the global step budget is exhausted.
+      compute_omega: optional ``compute_omega(batch_tr, batch_val, lam) -> (metrics, [], grads_omega)``,
+        the gradient w.r.t. omega alone; used for the line-10 step when no line-6 test needs
+        the theta gradient at the same point (k > 0, i.e. K >= 1). Its metrics have no
+        ``grad_theta_norm2`` / ``grad_norm2``.
 
     Returns:
       The metrics of the last gradient evaluation plus ``inner_cycles``.
@@ -544,11 +582,13 @@ def run_algorithm2_iteration(
         stop = False
         for k in range(theta_steps + 1):
             lam = tf.constant(schedule.lam.numpy(), tf.float32)
-            metrics, g_theta, g_omega = compute(batch_tr, batch_val, lam)
+            omega_only = compute_omega is not None and k > 0 and k == theta_steps
+            metrics, g_theta, g_omega = (compute_omega if omega_only else compute)(batch_tr, batch_val, lam)
             m = {key: float(v) for key, v in metrics.items()}
-            m["grad_theta_norm2"] = float(sum_sq(g_theta))
             m["grad_omega_norm2"] = float(sum_sq(g_omega))
-            m["grad_norm2"] = m["grad_theta_norm2"] + m["grad_omega_norm2"]
+            if not omega_only:
+                m["grad_theta_norm2"] = float(sum_sq(g_theta))
+                m["grad_norm2"] = m["grad_theta_norm2"] + m["grad_omega_norm2"]
             last = m
             if k == 0 and m["grad_norm2"] <= float(schedule.delta.numpy()):
                 on_step(m, "none")  # line 6 test fails: leave the inner loop

@@ -221,6 +221,12 @@ class TrainingRun:
             out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
 
+        def compute_omega(batch_tr, batch_val, lam):
+            # Algorithm 2's line 10: the gradient w.r.t. omega alone (MetaMode only)
+            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c, wrt="omega"),
+                               args=(batch_tr, batch_val, lam))
+            return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
+
         def replica_apply(opt, variables):
             # The host passes the already summed gradients; Keras optimizers all-reduce (SUM) in
             # replica context, so only replica 0 contributes them (exact: g + 0 + ...).
@@ -256,7 +262,7 @@ class TrainingRun:
                 loss = per_sample_loss(pred, batch["target"])
             return loss, batch_psnr(pred, ref), batch_ssim(pred, ref)
 
-        self.compute, self.apply_theta, self.apply_omega = compute, apply_theta, apply_omega
+        self.compute, self.compute_omega, self.apply_theta, self.apply_omega = compute, compute_omega, apply_theta, apply_omega
         self._eval_fn = eval_fn
         objs = dict(model=model, opt_theta=self.opt_theta, opt_omega=self.opt_omega, rng=self.rng,
                     iterator_train=self.it_tr, **self.state)

@@ -100,15 +100,16 @@ class MetaMode(_Mode):
         c = self.config
         return run_algorithm2_iteration(run.compute, run.apply_theta, run.apply_omega, batch_tr, batch_val,
                                         run.schedule, c.theta_steps, c.max_inner_iterations, run.on_step,
-                                        run.steps_left)
+                                        run.steps_left, compute_omega=run.compute_omega)
 
     def variables(self, model):
         return list(model.theta_variables), list(model.omega_variables)
 
-    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
+    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam, wrt="all"):
         return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega,
                                            microbatch_size=_microbatch(self.config, batch_tr, model),
-                                           jit_compile=self.config.jit_compile, compiled=self.config.compile_steps)
+                                           jit_compile=self.config.jit_compile, compiled=self.config.compile_steps,
+                                           wrt=wrt)
 
 
 class SupervisedMode(_Mode):
