@@ -93,3 +93,19 @@ def test_terminal_progress_bar_is_keras_progbar_showing_the_same_eta(capsys, cap
     assert eta == pytest.approx(2.0 * 5)  # 2 s per step measured after the first (slow) one
     assert bar._estimate_step_duration(4, 0.0) * (bar.target - 4) == pytest.approx(eta)
     assert not [r for r in caplog.records if "ETA" in r.getMessage()]  # no log line competes with the bar
+
+
+def test_conventional_run_without_a_stage_budget_gets_its_eta_from_the_step_cap():
+    """Conventional training has no Algorithm 2 schedule and no stair stage budget: ``remaining_work``
+    is empty and the ETA is the step cap at the measured rate (it used to print ``ETA 0m00s``)."""
+    cfg = types.SimpleNamespace(max_outer_iterations=None)
+    assert remaining_work(sw(3, None, enabled=False), None, cfg, 3, 5, 5) == []
+    t = [0.0]
+    p = ProgressLogger(every=1, total_steps=250, clock=lambda: t[0], bar=False)
+    p.start(0, 0)
+    for step in range(1, 11):
+        t[0] += 2.0 + (10.0 if step == 1 else 0.0)  # 2 s per step after a 10 s first step (tracing)
+        line = p.update(step, 8, 0.5, num_phases=3, outer=step - 1,
+                        plan=remaining_work(sw(3, None, enabled=False), None, cfg, 3, step, step))
+    assert p.eta_seconds(10, 3, []) == pytest.approx(240 * 2.0)
+    assert "ETA 8m00s" in line

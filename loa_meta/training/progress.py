@@ -155,7 +155,9 @@ class ProgressLogger:
         return float(max(step - self._step0, 1))
 
     def remaining_steps(self, step: int, num_phases: int, plan: Optional[Plan] = None) -> List[Tuple[float, int]]:
-        """``[(optimizer steps, phases), ...]`` left, within ``total_steps``."""
+        """``[(optimizer steps, phases), ...]`` left, within ``total_steps``. An empty ``plan`` (no
+        per-stage budget, e.g. conventional training) counts as none: ``total_steps`` bounds the work."""
+        plan = plan or None
         if plan is not None:
             spo = self.steps_per_outer(step)
             left = [(n * spo, p) for n, p in plan]
@@ -181,6 +183,7 @@ class ProgressLogger:
 
         ``num_phases`` of the current stage defaults to that of the last update."""
         num_phases = self._phases if num_phases is None else num_phases
+        plan = plan or None  # [] = no per-stage budget (see remaining_steps)
         rate = self.seconds_per_phase_step()
         if rate is None or (plan is None and self.total_steps is None):
             return None
