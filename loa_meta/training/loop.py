@@ -217,15 +217,13 @@ class TrainingRun:
 
         # The gradient computation runs on the host; its heavy parts are compiled kernels
         # (algorithm2.GradientKernels, traced once per stage) when config.compile_steps.
-        def compute(batch_tr, batch_val, lam):
-            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
-            return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
-
-        def compute_omega(batch_tr, batch_val, lam):
-            # Algorithm 2's line 10: the gradient w.r.t. omega alone (MetaMode only)
-            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c, wrt="omega"),
+        def compute(batch_tr, batch_val, lam, **kw):
+            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c, **kw),
                                args=(batch_tr, batch_val, lam))
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
+
+        def compute_omega(batch_tr, batch_val, lam):  # Algorithm 2's line 10: omega alone (MetaMode only)
+            return compute(batch_tr, batch_val, lam, wrt="omega")
 
         def replica_apply(opt, variables):
             # The host passes the already summed gradients; Keras optimizers all-reduce (SUM) in
