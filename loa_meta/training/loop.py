@@ -217,13 +217,9 @@ class TrainingRun:
 
         # The gradient computation runs on the host; its heavy parts are compiled kernels
         # (algorithm2.GradientKernels, traced once per stage) when config.compile_steps.
-        def compute(batch_tr, batch_val, lam, **kw):
-            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c, **kw),
-                               args=(batch_tr, batch_val, lam))
+        def compute(batch_tr, batch_val, lam):
+            out = strategy.run(lambda a, b, c: mode.replica_fn(model, theta, omega, a, b, c), args=(batch_tr, batch_val, lam))
             return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], out)
-
-        def compute_omega(batch_tr, batch_val, lam):  # Algorithm 2's line 10: omega alone (MetaMode only)
-            return compute(batch_tr, batch_val, lam, wrt="omega")
 
         def replica_apply(opt, variables):
             # The host passes the already summed gradients; Keras optimizers all-reduce (SUM) in
@@ -260,7 +256,7 @@ class TrainingRun:
                 loss = per_sample_loss(pred, batch["target"])
             return loss, batch_psnr(pred, ref), batch_ssim(pred, ref)
 
-        self.compute, self.compute_omega, self.apply_theta, self.apply_omega = compute, compute_omega, apply_theta, apply_omega
+        self.compute, self.apply_theta, self.apply_omega = compute, apply_theta, apply_omega
         self._eval_fn = eval_fn
         objs = dict(model=model, opt_theta=self.opt_theta, opt_omega=self.opt_omega, rng=self.rng,
                     iterator_train=self.it_tr, **self.state)

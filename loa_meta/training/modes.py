@@ -100,7 +100,7 @@ class MetaMode(_Mode):
         c = self.config
         return run_algorithm2_iteration(run.compute, run.apply_theta, run.apply_omega, batch_tr, batch_val,
                                         run.schedule, c.theta_steps, c.max_inner_iterations, run.on_step,
-                                        run.steps_left, compute_omega=run.compute_omega)
+                                        run.steps_left)
 
     def variables(self, model):
         return list(model.theta_variables), list(model.omega_variables)
