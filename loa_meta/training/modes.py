@@ -105,11 +105,10 @@ class MetaMode(_Mode):
     def variables(self, model):
         return list(model.theta_variables), list(model.omega_variables)
 
-    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam, wrt="all"):
+    def replica_fn(self, model, theta, omega, batch_tr, batch_val, lam):
         return penalty_objective_and_grads(model, batch_tr, batch_val, lam, self.config.loss_reduction, theta, omega,
                                            microbatch_size=_microbatch(self.config, batch_tr, model),
-                                           jit_compile=self.config.jit_compile, compiled=self.config.compile_steps,
-                                           wrt=wrt)
+                                           jit_compile=self.config.jit_compile, compiled=self.config.compile_steps)
 
 
 class SupervisedMode(_Mode):
