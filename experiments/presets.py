@@ -67,6 +67,8 @@ class Preset:
       regularizer_init, tv_scale: start of g (LOANet ``regularizer_init``): ``"random"`` (paper,
         Xavier) or ``"tv"`` (beyond the paper: r_eps starts as a smoothed TV of scale tv_scale).
       global_clipnorm: Adam global gradient-norm clipping (paper: none).
+      average_checkpoints: the saved model is the average of the last this many checkpoints of its
+        run (``TrainConfig.average_checkpoints``; paper: 1, the last iterate).
       safeguard: run Algorithm 1's safeguard (lines 5-16; paper: on). Off is beyond the paper: every
         phase takes the learned update u (docs/benchmarks_quality.md section 5 measures both).
       loss_reduction: ``TrainConfig.loss_reduction``: ``"sum"`` (paper, Eqs. 13-14) or, beyond the
@@ -127,6 +129,7 @@ class Preset:
     regularizer_init: str = "random"
     tv_scale: float = 1.0
     global_clipnorm: Optional[float] = None
+    average_checkpoints: int = 1
     safeguard: bool = True
     loss_reduction: str = "sum"
     learning_rate: float = 1e-3

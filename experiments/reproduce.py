@@ -486,7 +486,7 @@ def _main():
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "tasks", "unseen_tasks", "cartesian_tasks", "reduced",
         "ista", "figures", "title", "workers", "filters", "eps0_floor", "regularizer_init", "global_clipnorm",
-        "safeguard", "loss_reduction")
+        "safeguard", "loss_reduction", "average_checkpoints")
 
 
 def main(argv):

@@ -29,6 +29,7 @@ from experiments.presets import Preset, delta_tol_after, get_preset
 
 COMPLETE = "COMPLETE.json"
 MODEL_FILE = "model.keras"
+KEEP_CHECKPOINTS = 3  # checkpoints a training app keeps (TrainConfig.keep_checkpoints)
 
 # ----------------------------------------------------------------------------- flags
 
@@ -71,6 +72,8 @@ def define_model_option_flags() -> None:
                       "(beyond the paper: divided by ||A^H y - x*||, between sum and task_norm; 5.13).")
     flags.DEFINE_boolean("jit_compile", None, "Override: compile the training kernels with XLA (speed only; "
                          "docs/benchmarks_training.md measures when it pays off).")
+    flags.DEFINE_integer("average_checkpoints", None, "Override: save the average of the run's last N checkpoints "
+                         "(checkpoint_every outer iterations apart; paper: 1 = the last iterate; beyond the paper).")
 
 
 def define_distribute_flags() -> None:
@@ -143,9 +146,12 @@ def model_option_overrides() -> Dict[str, object]:
         raise common.usage_error("eps0_floor", f"must be a number >= 0, but received: {f.eps0_floor}")
     if f.global_clipnorm is not None and not (f.global_clipnorm > 0 and math.isfinite(f.global_clipnorm)):
         raise common.usage_error("global_clipnorm", f"must be a positive number, but received: {f.global_clipnorm}")
+    if f.average_checkpoints is not None and not 1 <= f.average_checkpoints <= KEEP_CHECKPOINTS:
+        raise common.usage_error("average_checkpoints", f"must be an integer from 1 to {KEEP_CHECKPOINTS} (the "
+                                 f"checkpoints a run keeps), but received: {f.average_checkpoints}")
     return dict(filters=f.filters, eps0_floor=f.eps0_floor, regularizer_init=f.regularizer_init,
                 global_clipnorm=f.global_clipnorm, safeguard=f.safeguard, loss_reduction=f.loss_reduction,
-                jit_compile=f.jit_compile)
+                jit_compile=f.jit_compile, average_checkpoints=f.average_checkpoints)
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")
@@ -347,7 +353,8 @@ def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_ra
                 global_clipnorm=preset.global_clipnorm, loss_reduction=preset.loss_reduction,
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
-                compile_steps=preset.compile_steps, jit_compile=bool(preset.jit_compile and preset.compile_steps))
+                compile_steps=preset.compile_steps, jit_compile=bool(preset.jit_compile and preset.compile_steps),
+                average_checkpoints=preset.average_checkpoints, keep_checkpoints=max(KEEP_CHECKPOINTS, preset.average_checkpoints))
 
 
 # ----------------------------------------------------------------------------- runs

@@ -185,6 +185,7 @@ def test_option_flags_are_validated_in_the_apps(tmp_path):
     for args, flag in ((["--filters=0"], "--filters"), (["--eps0_floor=-1"], "--eps0_floor"),
                        (["--global_clipnorm=0"], "--global_clipnorm"), (["--regularizer_init=sobel"], "regularizer_init"),
                        (["--omega_learning_rate=0"], "--omega_learning_rate"),
+                       (["--average_checkpoints=4"], "--average_checkpoints"),
                        (["--loss_reduction=avg"], "loss_reduction")):
         proc = run_app("experiments.train_meta", f"--data_dir={tmp_path}", f"--workdir={tmp_path}/w",
                        "--tasks=radial:0.2", *args)

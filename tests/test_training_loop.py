@@ -273,3 +273,38 @@ def test_meta_with_real_data_pipeline_checkpoints_iterators_and_continues(tmp_pa
     cfg5 = MetaConfig.from_dict({**cfg.to_dict(), "max_steps": 5})
     model, hist = train_meta(cfg5, str(tmp_path), data, model_fn=lambda p: ToyUnrolled(p))
     assert [h["step"] for h in hist["steps"]] == [4, 5]
+
+
+
+def test_average_checkpoints_returns_the_mean_of_the_last_k_and_keeps_the_last_iterate_for_resume(tmp_path):
+    """TrainConfig.average_checkpoints = 3: the returned weights are the mean of the last three
+    checkpoints (outer 4, 6, 7: every 2 outer iterations and the final one), never the start-of-run
+    checkpoint. Training is deterministic, so the checkpoints' weights are those of runs stopped
+    after 4, 6 and 7 steps. The checkpoints keep the last iterate: a second call (resume of a
+    finished run) returns the same average; average_checkpoints = 1 returns the last iterate."""
+    arr = make_arrays(3, num_tasks=1, seed=7)
+    kw = dict(learning_rate=1e-2, log_every=5, image_every=0, checkpoint_every=2, keep_checkpoints=4,
+              stairwise={"enabled": False, "max_phases": 2})
+    fn = lambda p: ToyUnrolled(p, use_task_weights=False)  # noqa: E731
+
+    def run(name, steps, **extra):
+        return train_conventional(ConventionalConfig(max_steps=steps, **kw, **extra), str(tmp_path / name),
+                                  {"train": _fixed(arr)}, model_fn=fn)
+
+    model, hist = run("avg", 7, average_checkpoints=3)
+    ck = tf.train.get_checkpoint_state(str(tmp_path / "avg" / "ckpt"))
+    assert [os.path.basename(p) for p in ck.all_model_checkpoint_paths] == ["ckpt-2", "ckpt-4", "ckpt-6", "ckpt-7"]
+    assert [os.path.basename(p) for p in hist["averaged_checkpoints"]] == ["ckpt-4", "ckpt-6", "ckpt-7"]
+    iterates = [[v.numpy() for v in run(f"last{n}", n)[0].weights] for n in (4, 6, 7)]
+    assert run("last7b", 7)[1]["averaged_checkpoints"] == []
+    got = [v.numpy() for v in model.weights]
+    for i, g in enumerate(got):
+        np.testing.assert_allclose(g, sum(it[i] for it in iterates) / 3, rtol=1e-5, atol=1e-7)
+    assert max(float(np.max(np.abs(g - w))) for g, w in zip(got, iterates[2])) > 1e-4  # not the last iterate
+    again, _ = run("avg", 7, average_checkpoints=3)
+    for a, b in zip(again.weights, got):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="average_checkpoints"):
+        ConventionalConfig(average_checkpoints=4, keep_checkpoints=3).validate()
+    with pytest.raises(ValueError, match="average_checkpoints"):
+        ConventionalConfig(average_checkpoints=0).validate()

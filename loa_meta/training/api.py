@@ -52,7 +52,7 @@ def default_ista_builder(model_kwargs) -> Callable[[int], keras.Model]:
 
 
 def run_history(run):
-    return {"steps": run.history, "stages": run.stage_history}
+    return {"steps": run.history, "stages": run.stage_history, "averaged_checkpoints": list(run.averaged_checkpoints)}
 
 
 def train_meta(config: MetaConfig, workdir: str, data, model_fn: Optional[Callable] = None,

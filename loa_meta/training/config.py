@@ -65,6 +65,11 @@ class TrainConfig:
       model: keyword arguments of the default model builder (``LOANet`` / ``ISTANetPlus``).
       global_clipnorm: if set, Adam rescales each step's gradients so that their global norm is at
         most this (Keras ``global_clipnorm``; beyond the paper, which states no clipping; None = off).
+      average_checkpoints: the returned (and saved) model's weights are the uniform average of the
+        last this many checkpoints of the final stage (Polyak-style averaging of the iterates,
+        ``checkpoint_every`` outer iterations apart; beyond the paper, which keeps the last iterate:
+        1, the default). At most ``keep_checkpoints``; the checkpoints keep the last iterate, so a
+        resumed run continues from it.
     """
 
     learning_rate: float = 1e-3
@@ -87,6 +92,7 @@ class TrainConfig:
     microbatch_pixel_budget: int = 8 * 160 * 180 * 11
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
     global_clipnorm: Optional[float] = None
+    average_checkpoints: int = 1
 
     def validate(self) -> "TrainConfig":
         check_positive(self.learning_rate, "learning_rate")
@@ -100,6 +106,10 @@ class TrainConfig:
             check_positive_int(self.max_steps, "max_steps")
         check_positive_int(self.checkpoint_every, "checkpoint_every")
         check_positive_int(self.keep_checkpoints, "keep_checkpoints")
+        check_positive_int(self.average_checkpoints, "average_checkpoints")
+        if self.average_checkpoints > self.keep_checkpoints:
+            raise ValueError(f"Argument `average_checkpoints` ({self.average_checkpoints}) must be at most "
+                             f"`keep_checkpoints` ({self.keep_checkpoints}): only kept checkpoints can be averaged.")
         check_positive_int(self.summary_every, "summary_every")
         check_positive_int(self.image_every, "image_every", minimum=0)
         check_positive_int(self.log_every, "log_every")

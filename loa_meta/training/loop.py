@@ -197,6 +197,7 @@ class TrainingRun:
         self.it_val = iter(self.data.val) if mode.needs_val else None
         self.best_path = os.path.join(self.write_dir, "best.weights.h5")
         self._data_checked = False
+        self.averaged_checkpoints: List[str] = []
 
     # -- model / optimizer / checkpoint construction (per stage) --------------------------------
 
@@ -558,4 +559,48 @@ class TrainingRun:
                 self.save()
         self.summaries.flush()
         distribute.barrier(self.strategy)
+        if self.config.average_checkpoints > 1:
+            self.averaged_checkpoints = self._average_checkpoints(self.config.average_checkpoints)
         return self.model
+
+    def _average_checkpoints(self, k: int) -> List[str]:
+        """Set the model's weights to the uniform average of the last ``k`` checkpoints of the
+        current stage (same phases and stage, after at least one outer iteration;
+        TrainConfig.average_checkpoints). Read from the run directory (the chief's), after the
+        final checkpoint is written; returns their paths."""
+        d = checkpointing.checkpoint_dir(self.workdir)
+        state = tf.train.get_checkpoint_state(d)
+        paths = list(state.all_model_checkpoint_paths) if state is not None else []
+        stage, phases = int(self.state["stage"].numpy()), _num_phases(self.model)
+        chosen = []
+        for path in reversed(paths):
+            v = checkpointing.read_checkpoint_values(path, ["stage", "num_phases", "outer"])
+            # the start-of-run checkpoint (outer 0) holds the initial weights: never averaged in
+            if (int(v.get("stage", -1)) == stage and int(v.get("num_phases", -1)) == phases
+                    and int(v.get("outer", 0)) > 0):
+                chosen.append(path)
+            if len(chosen) == k:
+                break
+        chosen.reverse()
+        if not chosen:
+            raise checkpointing.CheckpointError(f"No checkpoint of the final stage in {d} to average.")
+        # Each checkpoint is read whole (the run's own checkpoint object: a model variable may be
+        # tracked through the optimizer only); the last one read is the newest, so the loop state
+        # afterwards is the run's final state again.
+        current = self.manager.latest_checkpoint
+        total = None
+        for path in chosen:
+            self.ckpt.read(path).expect_partial()
+            w = [v.numpy().astype(np.float64) for v in self.model.weights]
+            total = w if total is None else [a + b for a, b in zip(total, w)]
+        if current is not None and current != chosen[-1]:
+            self.ckpt.read(current).expect_partial()
+        with self.strategy.scope():
+            for v, t in zip(self.model.weights, total):
+                v.assign(tf.cast(t / len(chosen), v.dtype))
+        if len(chosen) < k:
+            logging.warning("average_checkpoints=%d: only %d checkpoint(s) of the final stage were kept; averaged those.",
+                            k, len(chosen))
+        logging.info("Model weights: the average of %d checkpoints (%s).", len(chosen),
+                     ", ".join(os.path.basename(p) for p in chosen))
+        return chosen
