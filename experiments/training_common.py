@@ -72,8 +72,9 @@ def define_model_option_flags() -> None:
                       "(beyond the paper: divided by ||A^H y - x*||, between sum and task_norm; 5.13).")
     flags.DEFINE_boolean("jit_compile", None, "Override: compile the training kernels with XLA (speed only; "
                          "docs/benchmarks_training.md measures when it pays off).")
-    flags.DEFINE_integer("average_checkpoints", None, "Override: save the average of the run's last N checkpoints "
-                         "(checkpoint_every outer iterations apart; paper: 1 = the last iterate; beyond the paper).")
+    flags.DEFINE_integer("average_checkpoints", None, "Override: meta-learning and conventional training save the "
+                         "average of the run's last N checkpoints (checkpoint_every outer iterations apart; paper: 1 = "
+                         "the last iterate; beyond the paper). Adaptation keeps its last iterate.")
 
 
 def define_distribute_flags() -> None:
@@ -512,7 +513,9 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
     epochs = preset.adapt_epochs if epochs is None else epochs
     total = adapt_steps(preset, len(images), batch, epochs, max_steps)
     # Only omega is trained: its optimizer uses the config's learning rate = the adaptation learning rate.
-    cfg = AdaptConfig(**_common_cfg(preset, seed, total, preset.adapt_learning_rate), batch_size=batch,
+    # adaptation keeps its last iterate (a few steps on one scalar omega: nothing to average)
+    cfg = AdaptConfig(**dict(_common_cfg(preset, seed, total, preset.adapt_learning_rate), average_checkpoints=1),
+                      batch_size=batch,
                       epochs=max(1, int(math.ceil(epochs))), initial_omega=omega0, task_spec=str(task))
     tid = int(model.num_tasks)
     data = {"train": task_dataset(images, m, tid, batch, seed=seed), "eval": _eval_dataset(val, [m], [tid], 8)}
