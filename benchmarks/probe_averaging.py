@@ -43,7 +43,10 @@ def _dummy(h: int, w: int):
 
 def restore(run: str, number: int, shape) -> LOANet:
     cfg = json.load(open(os.path.join(run, "config.json"), encoding="utf-8"))
-    model = LOANet(num_phases=cfg["stairwise"]["max_phases"], **cfg["model"])
+    kw = dict(cfg["model"])
+    if "fixed_kappa" in kw:  # a conventional run: the training app builds LOANet without task weights
+        kw.setdefault("use_task_weights", False)
+    model = LOANet(num_phases=cfg["stairwise"]["max_phases"], **kw)
     model(_dummy(*shape), training=False)
     path = os.path.join(run, "ckpt", f"ckpt-{number}")
     if not tf.io.gfile.exists(path + ".index"):
