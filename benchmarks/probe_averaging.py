@@ -3,7 +3,7 @@
   PYTHONPATH=. python benchmarks/probe_averaging.py --run=RUN_DIR --ckpts=750,775,800 --output=AVG.keras
 
 Restores the LOANet of a ``train_meta`` / ``train_conventional`` run from ``RUN_DIR/ckpt/ckpt-N`` for each
-N in ``--ckpts`` (model variables only; the optimizer state is not read), averages every variable
+N in ``--ckpts`` (the model only; the optimizer state is not restored), averages every variable
 uniformly over the checkpoints (Polyak-style averaging of the iterates, beyond the paper) and saves the
 result as a ``.keras`` model that ``experiments.evaluate`` scores like any other. The averaged model
 keeps the run's architecture and task specs (``RUN_DIR/config.json``).
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.training_common import save_model_atomic  # noqa: E402
 from loa_meta.models import LOANet  # noqa: E402
 
-flags.DEFINE_string("run", None, "train_meta workdir (config.json, ckpt/).")
+flags.DEFINE_string("run", None, "train_meta or train_conventional workdir (config.json, run_config.json, ckpt/).")
 flags.DEFINE_list("ckpts", None, "Checkpoint numbers to average (ckpt-N), e.g. 750,775,800.")
 flags.DEFINE_string("output", None, "Averaged model (.keras).")
 flags.DEFINE_boolean("check_final", True, "Check that the last listed checkpoint equals RUN/model.keras.")

@@ -67,8 +67,9 @@ class Preset:
       regularizer_init, tv_scale: start of g (LOANet ``regularizer_init``): ``"random"`` (paper,
         Xavier) or ``"tv"`` (beyond the paper: r_eps starts as a smoothed TV of scale tv_scale).
       global_clipnorm: Adam global gradient-norm clipping (paper: none).
-      average_checkpoints: the saved model is the average of the last this many checkpoints of its
-        run (``TrainConfig.average_checkpoints``; paper: 1, the last iterate).
+      average_checkpoints: the saved model of meta-learning and conventional training is the average
+        of the last this many checkpoints of its run (``TrainConfig.average_checkpoints``; paper: 1,
+        the last iterate); adaptation keeps its last iterate.
       safeguard: run Algorithm 1's safeguard (lines 5-16; paper: on). Off is beyond the paper: every
         phase takes the learned update u (docs/benchmarks_quality.md section 5 measures both).
       loss_reduction: ``TrainConfig.loss_reduction``: ``"sum"`` (paper, Eqs. 13-14) or, beyond the

@@ -593,8 +593,8 @@ class TrainingRun:
             self.ckpt.read(path).expect_partial()
             w = [v.numpy().astype(np.float64) for v in self.model.weights]
             total = w if total is None else [a + b for a, b in zip(total, w)]
-        if current is not None and current != chosen[-1]:
-            self.ckpt.read(current).expect_partial()
+        if current is not None and current != chosen[-1] and tf.io.gfile.exists(current + ".index"):
+            self.ckpt.read(current).expect_partial()  # (a non-chief worker's own copy is already removed)
         with self.strategy.scope():
             for v, t in zip(self.model.weights, total):
                 v.assign(tf.cast(t / len(chosen), v.dtype))
