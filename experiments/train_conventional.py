@@ -41,7 +41,7 @@ def _main():
     print(f"model: {info['model']}\nTensorBoard: tensorboard --logdir {workdir}")
 
 
-_OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "mask_dir", "num_phases", "stairwise", "alpha0",
+_OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "mask_dir", "num_phases", "stairwise", "alpha0", "eps0",
         "learning_rate", "epochs", "max_steps", "max_train", "data_fraction", "task", "batch_size")
 
 

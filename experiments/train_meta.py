@@ -52,7 +52,7 @@ def _main():
           f"TensorBoard: tensorboard --logdir {workdir}")
 
 
-_OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "mask_dir", "num_phases", "stairwise", "alpha0",
+_OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "mask_dir", "num_phases", "stairwise", "alpha0", "eps0",
         "learning_rate", "epochs", "max_steps", "max_train", "data_fraction", "tasks", "per_task_batch", "delta0",
         "lambda0", "delta_tol", "omega_learning_rate")
 

@@ -46,6 +46,7 @@ def define_common_flags(data: bool = True) -> None:
     flags.DEFINE_integer("num_phases", None, "Override: T, number of phases.")
     flags.DEFINE_boolean("stairwise", None, "Override: stair-wise training (one phase added per stage).")
     flags.DEFINE_float("alpha0", None, "Override: initial step size alpha_0 of Algorithm 1.")
+    flags.DEFINE_float("eps0", None, "Override: initial smoothing eps_0 of r_eps (learned; paper: 1e-3).")
     flags.DEFINE_float("learning_rate", None, "Override: Adam learning rate.")
     flags.DEFINE_float("epochs", None, "Override: epochs (meta: per stage; conventional: total; adapt: total).")
     flags.DEFINE_integer("max_steps", None, "Override: cap on optimizer steps of the run.")
@@ -156,7 +157,7 @@ def model_option_overrides() -> Dict[str, object]:
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")
-_POSITIVE_FLOAT = ("alpha0", "learning_rate", "epochs")
+_POSITIVE_FLOAT = ("alpha0", "eps0", "learning_rate", "epochs")
 
 
 def preset_from_flags(extra: Optional[Dict[str, object]] = None) -> Preset:
@@ -178,7 +179,7 @@ def preset_from_flags(extra: Optional[Dict[str, object]] = None) -> Preset:
         raise common.usage_error("max_train", f"must be >= 0, but received: {f.max_train}")
     if not (0.0 < f.data_fraction <= 1.0):
         raise common.usage_error("data_fraction", f"must be in (0, 1], but received: {f.data_fraction}")
-    over = dict(num_phases=f.num_phases, stairwise=f.stairwise, alpha0=f.alpha0, learning_rate=f.learning_rate,
+    over = dict(num_phases=f.num_phases, stairwise=f.stairwise, alpha0=f.alpha0, eps0=f.eps0, learning_rate=f.learning_rate,
                 max_train=f.max_train, **model_option_overrides())
     over.update(extra or {})
     preset = preset.override(**over)

@@ -70,7 +70,7 @@ def prepared(tmp_path_factory):
 def meta_run(prepared, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("meta"))
     proc = _ok(run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny",
-                       "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3"))
+                       "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3", "--eps0=0.05"))
     return wd, proc
 
 
@@ -92,6 +92,9 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
     assert os.listdir(os.path.join(wd, "ckpt")) and os.path.isdir(os.path.join(wd, "tb"))
     cfg = MetaConfig.from_dict(json.load(open(os.path.join(wd, "config.json"))))
     assert cfg.max_steps == 3 and cfg.stairwise["max_phases"] == 2 and cfg.model["num_tasks"] == 2
+    from experiments.presets import get_preset
+
+    assert cfg.model["eps0"] == 0.05 != get_preset("tiny").eps0  # --eps0 overrides the preset's start
     # The saved masks are exactly the seeded masks of the specs (reused by evaluation/adaptation).
     for ratio, name in ((0.2, "radial_0.20"), (0.4, "radial_0.40")):
         m = np.load(os.path.join(wd, "masks", name + ".npy"))

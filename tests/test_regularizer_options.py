@@ -182,7 +182,7 @@ def test_loss_reduction_flag_offers_exactly_the_library_reductions(monkeypatch):
 def test_option_flags_are_validated_in_the_apps(tmp_path):
     from tests.test_experiments_train import run_app
 
-    for args, flag in ((["--filters=0"], "--filters"), (["--eps0_floor=-1"], "--eps0_floor"),
+    for args, flag in ((["--filters=0"], "--filters"), (["--eps0_floor=-1"], "--eps0_floor"), (["--eps0=0"], "--eps0"),
                        (["--global_clipnorm=0"], "--global_clipnorm"), (["--regularizer_init=sobel"], "regularizer_init"),
                        (["--omega_learning_rate=0"], "--omega_learning_rate"),
                        (["--average_checkpoints=4"], "--average_checkpoints"),

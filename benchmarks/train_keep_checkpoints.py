@@ -1,0 +1,44 @@
+"""Probe helper: run a training app with a checkpoint every N outer iterations, all of them kept (issue 11).
+
+  PYTHONPATH=. CKPT_EVERY=5 python benchmarks/train_keep_checkpoints.py train_meta --data_dir=... --workdir=RUN \
+      --preset=quickstart ... --average_checkpoints=1
+
+The first argument names the app (``train_meta`` or ``train_conventional``); the other arguments are its
+flags. Before the app starts, the ``quickstart`` preset's ``checkpoint_every`` becomes ``CKPT_EVERY``
+(default 5) and the apps keep every checkpoint (``training_common.KEEP_CHECKPOINTS``), so that
+``benchmarks/probe_averaging.py --run=RUN --ckpts=...`` can average any window of the trajectory
+afterwards (docs/benchmarks_quality.md 5.19). Saving checkpoints does not change the trajectory: a
+checkpoint only reads the variables.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import experiments.presets as presets  # noqa: E402
+import experiments.training_common as tc  # noqa: E402
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("train_meta", "train_conventional"):
+        sys.exit("usage: train_keep_checkpoints.py train_meta|train_conventional --flag=value ...")
+    every = int(os.environ.get("CKPT_EVERY", "5"))
+    if every < 1:
+        sys.exit(f"CKPT_EVERY must be a positive integer, but received: {every}")
+    tc.KEEP_CHECKPOINTS = 1_000_000
+    presets.PRESETS["quickstart"] = presets.QUICKSTART.override(checkpoint_every=every)
+    app = importlib.import_module(f"experiments.{sys.argv.pop(1)}")
+    from absl import flags
+
+    from experiments import cli
+
+    flags.mark_flags_as_required(["data_dir", "workdir"])
+    cli.run(app.main)
+
+
+if __name__ == "__main__":
+    main()
