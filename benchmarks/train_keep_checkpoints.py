@@ -4,8 +4,8 @@
       --preset=quickstart ... --average_checkpoints=1
 
 The first argument names the app (``train_meta`` or ``train_conventional``); the other arguments are its
-flags. Before the app starts, the ``quickstart`` preset's ``checkpoint_every`` becomes ``CKPT_EVERY``
-(default 5) and the apps keep every checkpoint (``training_common.KEEP_CHECKPOINTS``), so that
+flags. Before the app starts, every preset's ``checkpoint_every`` becomes ``CKPT_EVERY`` (default 5)
+and the apps keep every checkpoint (``training_common.KEEP_CHECKPOINTS``), so that
 ``benchmarks/probe_averaging.py --run=RUN --ckpts=...`` can average any window of the trajectory
 afterwards (docs/benchmarks_quality.md 5.19). Saving checkpoints does not change the trajectory: a
 checkpoint only reads the variables.
@@ -30,7 +30,8 @@ def main() -> None:
     if every < 1:
         sys.exit(f"CKPT_EVERY must be a positive integer, but received: {every}")
     tc.KEEP_CHECKPOINTS = 1_000_000
-    presets.PRESETS["quickstart"] = presets.QUICKSTART.override(checkpoint_every=every)
+    for name, preset in list(presets.PRESETS.items()):
+        presets.PRESETS[name] = preset.override(checkpoint_every=every)
     app = importlib.import_module(f"experiments.{sys.argv.pop(1)}")
     from absl import flags
 
