@@ -33,6 +33,8 @@ def _main():
         raise common.usage_error("task", f"expected exactly one task spec, but received {len(tasks)}: {FLAGS.task}")
     if FLAGS.num_images is not None and FLAGS.num_images < 1:
         raise common.usage_error("num_images", f"must be a positive integer, but received: {FLAGS.num_images}")
+    if FLAGS.init_weights is not None:
+        raise common.usage_error("init_weights", "does not apply to adaptation, which starts from --model")
     preset = tc.preset_from_flags()
     model_path = common.check_model_file(FLAGS.model, flag="model")
     common.require_dir("data_dir", FLAGS.data_dir)

@@ -70,6 +70,11 @@ class Preset:
       average_checkpoints: the saved model of meta-learning and conventional training is the average
         of the last this many checkpoints of its run (``TrainConfig.average_checkpoints``; paper: 1,
         the last iterate); adaptation keeps its last iterate.
+      init_weights: ``None`` (paper: training starts from Xavier kernels) or a saved LOA network
+        (``.keras`` path or ``pretrained:NAME``) whose learned parameters start meta-learning and
+        conventional LOA training (beyond the paper; ``loa_meta.training.warm_start``); conventional
+        training then fixes kappa at that model's sigmoid(omega) for its task, so both start from
+        the same network. ISTA-Net+ and adaptation ignore it.
       safeguard: run Algorithm 1's safeguard (lines 5-16; paper: on). Off is beyond the paper: every
         phase takes the learned update u (docs/benchmarks_quality.md section 5 measures both).
       loss_reduction: ``TrainConfig.loss_reduction``: ``"sum"`` (paper, Eqs. 13-14) or, beyond the
@@ -131,6 +136,7 @@ class Preset:
     tv_scale: float = 1.0
     global_clipnorm: Optional[float] = None
     average_checkpoints: int = 1
+    init_weights: Optional[str] = None
     safeguard: bool = True
     loss_reduction: str = "sum"
     learning_rate: float = 1e-3

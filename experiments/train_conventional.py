@@ -32,6 +32,8 @@ def _main():
         raise common.usage_error("task", f"expected exactly one task spec, but received {len(tasks)}: {FLAGS.task}")
     if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
         raise common.usage_error("batch_size", f"must be a positive integer, but received: {FLAGS.batch_size}")
+    if MODEL_TYPE != "loa" and FLAGS.init_weights is not None:
+        raise common.usage_error("init_weights", "starts an LOA network; ISTA-Net+ is trained from its initialiser")
     preset = tc.preset_from_flags(dict(conv_batch=FLAGS.batch_size))
     common.require_dir("data_dir", FLAGS.data_dir)
     workdir, strategy = tc.start_run(_OWN, app=APP, resolved_preset=preset.to_dict())

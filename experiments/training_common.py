@@ -76,6 +76,10 @@ def define_model_option_flags() -> None:
     flags.DEFINE_integer("average_checkpoints", None, "Override: meta-learning and conventional training save the "
                          "average of the run's last N checkpoints (checkpoint_every outer iterations apart; paper: 1 = "
                          "the last iterate; beyond the paper). Adaptation keeps its last iterate.")
+    flags.DEFINE_string("init_weights", None, "Start meta-learning / conventional LOA training from this saved LOA "
+                        "network (.keras file or pretrained:NAME) instead of Xavier kernels (beyond the paper; "
+                        "conventional training fixes kappa at that model's sigmoid(omega) for its task; "
+                        "docs/training.md). Same --filters required.")
 
 
 def define_distribute_flags() -> None:
@@ -151,9 +155,10 @@ def model_option_overrides() -> Dict[str, object]:
     if f.average_checkpoints is not None and not 1 <= f.average_checkpoints <= KEEP_CHECKPOINTS:
         raise common.usage_error("average_checkpoints", f"must be an integer from 1 to {KEEP_CHECKPOINTS} (the "
                                  f"checkpoints a run keeps), but received: {f.average_checkpoints}")
+    init = None if f.init_weights is None else common.check_model_file(f.init_weights, flag="init_weights")
     return dict(filters=f.filters, eps0_floor=f.eps0_floor, regularizer_init=f.regularizer_init,
                 global_clipnorm=f.global_clipnorm, safeguard=f.safeguard, loss_reduction=f.loss_reduction,
-                jit_compile=f.jit_compile, average_checkpoints=f.average_checkpoints)
+                jit_compile=f.jit_compile, average_checkpoints=f.average_checkpoints, init_weights=init)
 
 
 _POSITIVE_INT = ("num_phases", "max_steps")
@@ -185,7 +190,22 @@ def preset_from_flags(extra: Optional[Dict[str, object]] = None) -> Preset:
     preset = preset.override(**over)
     if preset.initial_phases > preset.num_phases:
         preset = preset.override(initial_phases=preset.num_phases)
+    check_init_weights(preset)
     return preset
+
+
+def check_init_weights(preset: Preset) -> None:
+    """Flag error on ``--init_weights`` unless it loads as an LOA network that fits the preset's (the
+    check runs before any output is written)."""
+    if preset.init_weights is None:
+        return
+    from loa_meta.models.loa_net import LOANet
+    from loa_meta.training.warm_start import WarmStartError, check_compatible, load_source
+
+    try:
+        check_compatible(LOANet(num_phases=1, **preset.model_kwargs()), load_source(preset.init_weights))
+    except WarmStartError as e:
+        raise common.usage_error("init_weights", str(e)) from None
 
 
 # ----------------------------------------------------------------------------- files
@@ -356,7 +376,8 @@ def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_ra
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
                 compile_steps=preset.compile_steps, jit_compile=bool(preset.jit_compile and preset.compile_steps),
-                average_checkpoints=preset.average_checkpoints, keep_checkpoints=max(KEEP_CHECKPOINTS, preset.average_checkpoints))
+                average_checkpoints=preset.average_checkpoints, keep_checkpoints=max(KEEP_CHECKPOINTS, preset.average_checkpoints),
+                init_weights=preset.init_weights)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -451,7 +472,12 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
         sw["stage_max_iterations"] = max(1, total // (preset.num_phases - preset.initial_phases + 1))
     model_kwargs = (dict(preset.conventional_kwargs(), task_specs=[str(task)]) if model_type == "loa"
                     else preset.ista_kwargs())
-    cfg = ConventionalConfig(**_common_cfg(preset, seed, total), batch_size=batch, epochs=max(1, int(math.ceil(epochs))),
+    common_cfg = _common_cfg(preset, seed, total)
+    if model_type != "loa":
+        common_cfg["init_weights"] = None  # an LOA network cannot start ISTA-Net+
+    elif preset.init_weights is not None:
+        model_kwargs["fixed_kappa"] = _init_kappa(preset.init_weights, task, model_kwargs["fixed_kappa"])
+    cfg = ConventionalConfig(**common_cfg, batch_size=batch, epochs=max(1, int(math.ceil(epochs))),
                              model_type=model_type, stairwise=sw if model_type == "loa" else _stair(
                                  preset.override(stairwise=False), total), model=model_kwargs)
     data = {"train": task_dataset(merged, m, 0, batch, seed=seed), "eval": _eval_dataset(ev, [m], [0], 8)}
@@ -474,6 +500,22 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
     _all_done(strategy)
     logging.info("%s done in %.0f s: %s", model_type, info["seconds"], path)
     return info
+
+
+def _init_kappa(init_weights: str, task, default: float) -> float:
+    """Conventional training from ``init_weights``: kappa fixed at that model's sigmoid(omega) for
+    ``task`` (same network as meta-learning's start), else ``default`` (logged)."""
+    from loa_meta.training.warm_start import WarmStartError, load_source, source_kappa
+
+    try:
+        kappa = source_kappa(load_source(init_weights), str(task))
+    except WarmStartError as e:
+        raise common.usage_error("init_weights", str(e)) from None
+    if kappa is None:
+        logging.info("init_weights %s has no task %s: conventional kappa stays %.4g", init_weights, task, default)
+        return default
+    logging.info("conventional kappa fixed at %.4g = sigmoid(omega) of %s in %s", kappa, task, init_weights)
+    return float(kappa)
 
 
 def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset, seed: int = 0, mask_seed: int = 0,

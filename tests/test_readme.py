@@ -42,8 +42,9 @@ def test_readme_block_uses_every_app_and_only_quickstart_outputs():
     for c in cmds:
         for arg in shlex.split(c)[3:]:
             name, _, value = arg.partition("=")
-            if name in ("--data_dir", "--brats_dir", "--model", "--mask_dir", "--input"):
-                assert value.startswith("runs/quickstart/") or (name == "--model" and value.startswith("pretrained:")), arg
+            if name in ("--data_dir", "--brats_dir", "--model", "--mask_dir", "--input", "--init_weights"):
+                assert value.startswith("runs/quickstart/") or (name in ("--model", "--init_weights")
+                                                                and value.startswith("pretrained:")), arg
             if name in ("--workdir", "--output_dir", "--output"):
                 assert value.startswith("runs/") and not value.startswith("runs/quickstart"), arg
 
@@ -103,9 +104,12 @@ def test_readme_examples_run_as_written(quickstart_outputs):
         assert "Traceback" not in proc.stderr, (cmd, proc.stderr[-3000:])
     runs = os.path.join(base, "runs")
     for path in ("demo_t1/manifest.json", "meta/model.keras", "meta/COMPLETE.json", "adapt_cart30/model.keras",
+                 "meta_finetuned/model.keras",
                  "eval/table.md", "recon_radial20.nii.gz", "recon_pretrained.nii.gz", "reproduce_tiny/evaluation/table_seen.md",
                  "reproduce_tiny/evaluation/table_unseen.md"):
         assert os.path.isfile(os.path.join(runs, path)), path
+    assert json.load(open(os.path.join(runs, "meta_finetuned", "config.json")))["init_weights"].endswith(
+        "demo-t1-radial.keras")
     table = open(os.path.join(runs, "eval", "table.md"), encoding="utf-8").read()
     assert "radial" in table and "meta" in table
     # the reproduce app's flags reach the protocol: one seen and one unseen task, no reduced-data or

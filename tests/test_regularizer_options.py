@@ -193,3 +193,36 @@ def test_option_flags_are_validated_in_the_apps(tmp_path):
     proc = run_app("experiments.reproduce", f"--data_dir={tmp_path}", f"--workdir={tmp_path}/r", "--filters=-4")
     assert proc.returncode != 0 and "--filters" in proc.stderr
     assert not os.path.exists(tmp_path / "w") and not os.path.exists(tmp_path / "r")
+
+
+@pytest.mark.slow
+def test_init_weights_flag_errors_and_conventional_kappa(tmp_path):
+    import json
+    import math
+
+    from tests.test_experiments_train import run_app, write_prepared
+
+    data = write_prepared(str(tmp_path / "data"))
+    src = LOANet(num_phases=2, num_tasks=2, filters=4, task_specs=["radial:0.2", "radial:0.4"])
+    src.omegas[1].assign(-1.5)
+    path = str(tmp_path / "src.keras")
+    src.save(path)
+    # conventional training from the saved network: kappa = its sigmoid(omega) for the task, recorded
+    wd = str(tmp_path / "conv")
+    proc = run_app("experiments.train_conventional", f"--data_dir={data}", f"--workdir={wd}", "--preset=tiny",
+                   "--task=radial:0.4", "--max_steps=1", f"--init_weights={path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.load(open(os.path.join(wd, "config.json")))
+    assert cfg["init_weights"] == path
+    assert cfg["model"]["fixed_kappa"] == pytest.approx(1 / (1 + math.exp(1.5)), rel=1e-6)
+    # errors name --init_weights and what was expected; nothing is written
+    for module, args, text in (
+            ("experiments.train_meta", [f"--init_weights={tmp_path}/missing.keras"], "missing.keras"),
+            ("experiments.train_meta", [f"--init_weights={path}", "--filters=8"], "filters 4 (this run: 8)"),
+            ("experiments.train_meta", ["--init_weights=pretrained:nope"], "nope"),
+            ("experiments.train_istanet", [f"--init_weights={path}", "--task=radial:0.2"], "ISTA-Net+"),
+            ("experiments.adapt", [f"--init_weights={path}", f"--model={path}", "--task=radial:0.3"], "adaptation")):
+        out = str(tmp_path / "bad")
+        proc = run_app(module, f"--data_dir={data}", f"--workdir={out}", "--preset=tiny", *args)
+        assert proc.returncode != 0 and "--init_weights" in proc.stderr and text in proc.stderr, (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and not os.path.exists(out), args

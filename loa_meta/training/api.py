@@ -55,6 +55,24 @@ def run_history(run):
     return {"steps": run.history, "stages": run.stage_history, "averaged_checkpoints": list(run.averaged_checkpoints)}
 
 
+def warm_start_hook(config) -> Optional[Callable]:
+    """``prepare_model(model, resuming)`` that copies ``config.init_weights`` into a new run's model
+    (:mod:`loa_meta.training.warm_start`), or None. The source is loaded (and checked) here, before
+    any training starts."""
+    if config.init_weights is None:
+        return None
+    from loa_meta.training.warm_start import check_compatible, load_source, warm_start
+
+    source = load_source(config.init_weights)
+
+    def prepare(model, resuming):
+        check_compatible(model, source)
+        if not resuming:
+            warm_start(model, source)
+
+    return prepare
+
+
 def train_meta(config: MetaConfig, workdir: str, data, model_fn: Optional[Callable] = None,
                strategy: Optional[tf.distribute.Strategy] = None, summaries: bool = True):
     """Meta-learning with Algorithm 2 (Eqs. 13-18) and stair-wise phase growth (Section 4.2).
@@ -65,17 +83,21 @@ def train_meta(config: MetaConfig, workdir: str, data, model_fn: Optional[Callab
       data: :class:`~loa_meta.training.loop.TrainingData` or dict with ``train`` (cross-task
         B_tr batches), ``val`` (cross-task B_val batches) and optional finite ``eval``.
       model_fn: ``num_phases -> model``; default builds ``LOANet(**config.model)``.
+        ``config.init_weights`` (a saved LOA network) replaces its initial weights.
       strategy: optional ``tf.distribute.Strategy``.
       summaries: write TensorBoard summaries.
 
     Returns:
       ``(model, history)`` with ``history = {"steps": [...], "stages": [...]}``.
     """
+    config.validate()
+    hook = warm_start_hook(config)
     prepare_workdir(config, workdir, strategy)
     sw = config.stairwise_config()
     p0 = sw.initial_phases if sw.enabled else sw.max_phases
     run = TrainingRun(MetaMode(config), config, workdir, data,
-                      model_fn or default_loa_builder(config.model, True), p0, sw, strategy, summaries=summaries)
+                      model_fn or default_loa_builder(config.model, True), p0, sw, strategy, summaries=summaries,
+                      prepare_model=hook)
     model = run.run()
     return model, run_history(run)
 
@@ -87,6 +109,8 @@ def train_conventional(config: ConventionalConfig, workdir: str, data, model_fn:
     Same arguments as :func:`train_meta`; ``data.train`` holds one task's merged train+val set.
     ISTA-Net+'s symmetry loss is added with weight ``config.symmetry_weight`` when exposed.
     """
+    config.validate()
+    hook = warm_start_hook(config)
     prepare_workdir(config, workdir, strategy)
     sw = config.stairwise_config()
     p0 = sw.initial_phases if sw.enabled else sw.max_phases
@@ -95,6 +119,6 @@ def train_conventional(config: ConventionalConfig, workdir: str, data, model_fn:
                     else default_ista_builder(config.model))
     sym = config.symmetry_weight if config.model_type == "ista_net_plus" else 0.0
     run = TrainingRun(SupervisedMode(config, sym), config, workdir, data, model_fn, p0, sw, strategy,
-                      summaries=summaries)
+                      summaries=summaries, prepare_model=hook)
     model = run.run()
     return model, run_history(run)

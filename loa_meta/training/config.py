@@ -70,6 +70,10 @@ class TrainConfig:
         ``checkpoint_every`` outer iterations apart; beyond the paper, which keeps the last iterate:
         1, the default). At most ``keep_checkpoints``; the checkpoints keep the last iterate, so a
         resumed run continues from it.
+      init_weights: ``None`` (the paper: Xavier kernels and the configured initial values) or a saved
+        LOA network (``.keras`` path or ``pretrained:NAME``) whose learned parameters start the run
+        (beyond the paper; :mod:`loa_meta.training.warm_start` lists what is copied). Meta-learning
+        and conventional training only; a resumed run restores its checkpoint instead.
     """
 
     learning_rate: float = 1e-3
@@ -93,6 +97,7 @@ class TrainConfig:
     model: Dict[str, Any] = dataclasses.field(default_factory=dict)
     global_clipnorm: Optional[float] = None
     average_checkpoints: int = 1
+    init_weights: Optional[str] = None
 
     def validate(self) -> "TrainConfig":
         check_positive(self.learning_rate, "learning_rate")
@@ -124,6 +129,9 @@ class TrainConfig:
         check_positive_int(self.microbatch_pixel_budget, "microbatch_pixel_budget")
         if not isinstance(self.model, dict):
             raise ValueError(f"Argument `model` must be a dict of model kwargs, but received: {self.model!r}")
+        if self.init_weights is not None and not (isinstance(self.init_weights, str) and self.init_weights):
+            raise ValueError("Argument `init_weights` must be None or a model path / 'pretrained:NAME', "
+                             f"but received: {self.init_weights!r}")
         return self
 
     def resolve_microbatch_size(self, batch_shape, num_phases) -> Optional[int]:
@@ -319,6 +327,9 @@ class AdaptConfig(TrainConfig):
 
     def validate(self):
         super().validate()
+        if self.init_weights is not None:
+            raise ValueError("Argument `init_weights` does not apply to adaptation, which starts from the trained "
+                             f"model passed to adapt_omega; received: {self.init_weights!r}")
         check_in_range(self.initial_omega, "initial_omega")
         if self.task_spec is not None:
             from loa_meta.sampling.task_spec import parse_task_spec
