@@ -466,6 +466,7 @@ def _main():
     except ValueError as e:
         raise common.usage_error("preset", str(e)) from None
     preset = preset.override(**tc.model_option_overrides())
+    tc.check_init_weights(preset)
     seen = _task_flag("tasks")
     if seen is not None and not seen:
         raise common.usage_error("tasks", "at least one seen task is required")
@@ -486,7 +487,7 @@ def _main():
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "tasks", "unseen_tasks", "cartesian_tasks", "reduced",
         "ista", "figures", "title", "workers", "filters", "eps0_floor", "regularizer_init", "global_clipnorm",
-        "safeguard", "loss_reduction", "average_checkpoints")
+        "safeguard", "loss_reduction", "average_checkpoints", "init_weights")
 
 
 def main(argv):

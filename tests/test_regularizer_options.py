@@ -221,7 +221,8 @@ def test_init_weights_flag_errors_and_conventional_kappa(tmp_path):
             ("experiments.train_meta", [f"--init_weights={path}", "--filters=8"], "filters 4 (this run: 8)"),
             ("experiments.train_meta", ["--init_weights=pretrained:nope"], "nope"),
             ("experiments.train_istanet", [f"--init_weights={path}", "--task=radial:0.2"], "ISTA-Net+"),
-            ("experiments.adapt", [f"--init_weights={path}", f"--model={path}", "--task=radial:0.3"], "adaptation")):
+            ("experiments.adapt", [f"--init_weights={path}", f"--model={path}", "--task=radial:0.3"], "adaptation"),
+            ("experiments.reproduce", [f"--init_weights={path}", "--filters=16"], "filters 4 (this run: 16)")):
         out = str(tmp_path / "bad")
         proc = run_app(module, f"--data_dir={data}", f"--workdir={out}", "--preset=tiny", *args)
         assert proc.returncode != 0 and "--init_weights" in proc.stderr and text in proc.stderr, (args, proc.stderr[-2000:])
