@@ -56,24 +56,24 @@ def load_source(spec: str):
     return model
 
 
-def _canonical(spec) -> Optional[str]:
-    if spec is None:
-        return None
-    from loa_meta.sampling import parse_task_spec
+def _source_task(source, task_spec) -> Optional[int]:
+    """The task id of ``source`` whose recorded spec equals ``task_spec`` (canonical form), else None."""
+    from loa_meta.sampling.task_spec import match_task
 
-    return str(parse_task_spec(str(spec)))
+    if task_spec is None or not getattr(source, "use_task_weights", False):
+        return None
+    try:
+        return match_task(source.task_specs, task_spec)
+    except ValueError:  # not among the source's tasks, or the source records none
+        return None
 
 
 def source_kappa(source, task_spec) -> Optional[float]:
     """sigmoid(omega) of ``source``'s task with the same canonical spec as ``task_spec``, else None."""
-    want = _canonical(task_spec)
-    if want is None or not getattr(source, "use_task_weights", False):
+    j = _source_task(source, task_spec)
+    if j is None:
         return None
-    for i, s in enumerate(source.task_specs):
-        if s is not None and _canonical(s) == want:
-            w = float(source.omegas[i].numpy())
-            return 1.0 / (1.0 + math.exp(-w))
-    return None
+    return 1.0 / (1.0 + math.exp(-float(source.omegas[j].numpy())))
 
 
 def check_compatible(target, source) -> None:
@@ -112,13 +112,8 @@ def warm_start(target, source) -> Dict[str, List[str]]:
         put(ph.alpha, sp.alpha)
         put(ph.tau, sp.tau)
     if getattr(target, "use_task_weights", False):
-        src_specs = {}
-        if getattr(source, "use_task_weights", False):
-            for i, s in enumerate(source.task_specs):
-                if s is not None:
-                    src_specs.setdefault(_canonical(s), i)
-        for i, (w, s) in enumerate(zip(target.omegas, target.task_specs)):
-            j = src_specs.get(_canonical(s)) if s is not None else None
+        for w, spec in zip(target.omegas, target.task_specs):
+            j = _source_task(source, spec)
             if j is None:
                 kept.append(w.path)
             else:
