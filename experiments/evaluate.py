@@ -49,7 +49,7 @@ flags.DEFINE_boolean("classical", True, "Add the TV compressed-sensing rows (--t
 flags.DEFINE_float("tv_lambda", None, "TV weight; default: tuned per task on the 'val' split over --tv_lambda_grid.")
 flags.DEFINE_list("tv_lambda_grid", ["1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2"],
                   "Candidate TV weights (loa_meta.evaluation.classical.TV_LAMBDA_GRID).")
-flags.DEFINE_integer("tv_iters", 200, "TV iterations (classical.TV_ITERS).", lower_bound=1)
+flags.DEFINE_integer("tv_iters", 1000, "TV iterations for tuning and scoring (classical.TV_ITERS).", lower_bound=1)
 flags.DEFINE_integer("tv_tune_slices", 20, "Validation slices used to tune the TV weight.", lower_bound=1)
 flags.DEFINE_boolean("sigpy", False, "Also add SigPy TV rows (needs the optional SigPy package).")
 flags.DEFINE_float("noise_sigma", None, "Optional k-space noise std per component (Eq. 1).", lower_bound=0.0)

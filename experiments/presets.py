@@ -101,6 +101,9 @@ class Preset:
         costs ~10x less than an LOA step with the safeguard, so short presets give it more steps.
       max_train, max_val, max_test: use only the first N slices of a split (0 = all); max_val
         applies to the val slices left after the held-out ones.
+      tv_iters: Chambolle-Pock iterations of the TV rows of ``reproduce`` and ``quickstart`` (lambda tuning
+        on the val split and the test split; ``loa_meta.evaluation.classical.TV_ITERS``, measured to
+        converge in docs/benchmarks_classical.md). The ``tiny`` preset (tests) uses fewer.
       eval_slices: held-out slices, the last ones of the val split: never trained on by any mode,
         they judge the stair-wise plateau rule and phase acceptance (and adaptation's eval).
       val_fraction: share of the remaining train + val slices that forms Algorithm 2's D^val
@@ -162,6 +165,7 @@ class Preset:
     max_train: int = 0
     max_val: int = 0
     max_test: int = 0
+    tv_iters: int = 1000  # = loa_meta.evaluation.classical.TV_ITERS (tests/test_evaluation_classical.py)
     eval_slices: int = 16
     val_fraction: float = 1.0 / 3.0
     eval_every: int = 150
@@ -283,6 +287,7 @@ TINY = Preset(
     max_train=4,
     max_val=2,
     max_test=2,
+    tv_iters=100,  # tests only: a TV row on 2 tiny slices; the quality presets use the converged 1000
     eval_slices=2,
     eval_every=1,
     checkpoint_every=2,

@@ -345,7 +345,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
         zf = evaluate_model(zero_filled_fn, test, masks, batch_size=batch, keep=keep)
         # TV baseline: lambda chosen per task on the val split (never on test).
         val = tc.load_images(data_dir, "val", TV_TUNE_SLICES)
-        tv, tv_lambdas = evaluate_tv(test, masks, val, batch_size=batch, keep=keep)
+        tv, tv_lambdas = evaluate_tv(test, masks, val, num_iters=preset.tv_iters, batch_size=batch, keep=keep)
         # Tables 1 / 2: seen radial ratios.
         res = {ZF: {n: zf[n] for n in names}, TV: {n: tv[n] for n in names}}
         if ista:
@@ -414,6 +414,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
                                                                    title="Fig. 6: meta-learning")["path"]
         cl = claims(tables, names, [t.name for t in unseen], [t.name for t in cart])
         cl["tv_lambda"] = tv_lambdas
+        cl["tv_iters"] = preset.tv_iters
         cl["convergence"] = conv_curves
         if conv_curves:
             cl["phi_decreasing_over_phases"] = {n: bool(np.all(np.diff(c["phi"]) <= 1e-6 * max(1.0, abs(c["phi"][0]))))
