@@ -15,8 +15,8 @@ TASKS = "radial:0.1,radial:0.2,radial:0.3,radial:0.4"
 # lr 1e-3 the last phases switched from u to the line-search step and the model was 1.5-3.9 dB lower), the
 # per-sample normalised loss task_norm instead of the plain sum of Eqs. 13-14 (5.10-5.11: +0.26 to
 # +1.08 dB at radial 20-40 %, -0.43 dB at 10 %), and the saved weights averaged over the last 3
-# checkpoints (steps 1500/1550/1600). Trained for 1600 steps (5.18: PSNR +0.51 / +0.58 / +0.72 / +0.73 dB
-# above TV at radial 10-40 %, on every test slice; the 1000-step model of 5.14 was +0.31 / +0.41 / +0.51 / +0.58).
+# checkpoints (steps 1500/1550/1600). Trained for 1600 steps (5.21: PSNR +0.19 / +0.58 / +0.72 / +0.73 dB
+# above the converged TV at radial 10-40 %; against the 200-iteration TV of 5.18 the 10 % margin read +0.51).
 DEMO_T1_RADIAL_TRAIN = (
     f"--tasks={TASKS}",
     "--preset=quickstart",
