@@ -34,7 +34,8 @@ flags.DEFINE_string("model", None, "Trained .keras model, or pretrained:NAME (a 
 flags.DEFINE_integer("task_id", None, "Task id (index of omega_i) passed to the model; default: the id of "
                      "--mask's task spec among the model's tasks (0 for a single-task model).", lower_bound=0)
 flags.DEFINE_float("tv_lambda", None, "Without --model: TV baseline with this weight instead of zero filling.")
-flags.DEFINE_integer("tv_iters", 100, "TV iterations.", lower_bound=1)
+flags.DEFINE_integer("tv_iters", 1000, "TV iterations (classical.TV_ITERS, as in the quality tables; "
+                     "docs/benchmarks_classical.md).", lower_bound=1)
 flags.DEFINE_string("output", None, "Output: .npy (complex images), .png (magnitude) or .nii/.nii.gz (NIfTI input).")
 flags.DEFINE_integer("batch_size", 8, "Slices per model call.", lower_bound=1)
 flags.DEFINE_list("crop", None, "NIfTI input: in-plane centred crop H,W (e.g. 160,180); default the full plane.")

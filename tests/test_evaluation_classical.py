@@ -137,17 +137,18 @@ def test_baseline_iterations_converge_at_radial_10_percent():
 
 
 def test_iteration_count_is_the_same_everywhere():
-    """The evaluate app's --tv_iters default and the quality presets use classical.TV_ITERS."""
+    """The evaluate and reconstruct apps' --tv_iters default and the quality presets use classical.TV_ITERS."""
     import re
     import subprocess
     import sys
 
     from experiments.presets import PRESETS
 
-    run = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--helpfull"], capture_output=True, text=True)
-    helptext = run.stdout + run.stderr  # absl prints the help and exits with status 1
-    default = re.search(r"--tv_iters:.*?\(default: '(\d+)'\)", helptext, re.S)
-    assert default and int(default.group(1)) == classical.TV_ITERS
+    for app in ("evaluate", "reconstruct"):
+        run = subprocess.run([sys.executable, "-m", f"experiments.{app}", "--helpfull"], capture_output=True, text=True)
+        helptext = run.stdout + run.stderr  # absl prints the help and exits with status 1
+        default = re.search(r"--tv_iters:.*?\(default: '(\d+)'\)", helptext, re.S)
+        assert default and int(default.group(1)) == classical.TV_ITERS, app
     assert {n: p.tv_iters for n, p in PRESETS.items() if n != "tiny"} == {
         n: classical.TV_ITERS for n in PRESETS if n != "tiny"}
     assert PRESETS["tiny"].tv_iters < classical.TV_ITERS
