@@ -133,7 +133,7 @@ def test_baseline_iterations_converge_at_radial_10_percent():
     gap_200 = (hist[199, 0] - final) / final
     assert 0 <= gap < 1e-4, gap
     assert gap_200 > 1e-3, gap_200  # the old count is measurably unconverged here
-    assert hist[:, 0].min() >= final * (1 - 1e-6)  # the objective ends at (near) its lowest value
+    assert hist[:, 0].min() >= final * (1 - 1e-5)  # the objective ends at (near) its lowest value
 
 
 def test_iteration_count_is_the_same_everywhere():
