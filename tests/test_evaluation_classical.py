@@ -107,8 +107,8 @@ def test_sigpy_tv_close_to_ours():
     x = _phantom()
     mask = _radial_like(x.shape, 0.3)
     y = SingleCoilOperator(mask.astype(np.float32)).forward(tf.constant(x[None].astype(np.complex64))).numpy()
-    ours = np.abs(classical.tv_reconstruct(y, mask, 1e-2).numpy())
-    theirs = np.abs(classical.sigpy_tv_reconstruct(y, mask, 1e-2))
+    ours = np.abs(classical.tv_reconstruct(y, mask, 1e-2, 100).numpy())
+    theirs = np.abs(classical.sigpy_tv_reconstruct(y, mask, 1e-2, 100))
     zf = np.abs(SingleCoilOperator(mask.astype(np.float32)).zero_filled(tf.constant(y)).numpy())
     assert psnr(theirs[0], x) > psnr(zf[0], x) + 3.0
     # SigPy's default PDHG steps converge more slowly: at 100 iterations ours is closer to x

@@ -126,7 +126,7 @@ def tv_reconstruct(
     kspace,
     mask,
     lam: float,
-    num_iters: int = 100,
+    num_iters: int = TV_ITERS,
     return_history: bool = False,
 ):
     """TV-regularised reconstruction with ``num_iters`` Chambolle-Pock iterations.
@@ -135,7 +135,7 @@ def tv_reconstruct(
       kspace: complex k-space ``(B, H, W)`` or ``(H, W)`` on the centred grid (zero where unsampled).
       mask: 0/1 mask ``(H, W)`` or ``(B, H, W)``.
       lam: TV weight lam >= 0 (for images scaled to [0, 1], values around 1e-3 - 1e-2).
-      num_iters: number of iterations (the baseline uses 100).
+      num_iters: number of iterations (default ``TV_ITERS``, the quality tables' converged count).
       return_history: also return the objective after every iteration, shape ``(num_iters, B)``.
 
     Returns:
@@ -163,7 +163,7 @@ def tv_reconstruct(
     return x
 
 
-def tv_reconstruct_fn(lam: float, num_iters: int = 100):
+def tv_reconstruct_fn(lam: float, num_iters: int = TV_ITERS):
     """A ``fn(kspace, mask, task_id)`` for :func:`loa_meta.evaluation.evaluate.evaluate_model`."""
 
     def fn(kspace, mask, task_id):  # noqa: ARG001
@@ -175,8 +175,8 @@ def tv_reconstruct_fn(lam: float, num_iters: int = 100):
 def tune_lambda(
     val_images: np.ndarray,
     mask: np.ndarray,
-    grid: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
-    num_iters: int = 100,
+    grid: Sequence[float] = TV_LAMBDA_GRID,
+    num_iters: int = TV_ITERS,
     batch_size: int = 16,
     use_sigpy: bool = False,
 ) -> Tuple[float, Dict[float, float]]:
@@ -229,7 +229,7 @@ def sigpy_available() -> bool:
     return True
 
 
-def sigpy_tv_reconstruct(kspace, mask, lam: float, num_iters: int = 100) -> np.ndarray:
+def sigpy_tv_reconstruct(kspace, mask, lam: float, num_iters: int = TV_ITERS) -> np.ndarray:
     """TV reconstruction with SigPy's ``TotalVariationRecon`` (single coil, unit sensitivity).
 
     Args:
