@@ -105,6 +105,25 @@ def test_tune_lambda_picks_interior_value():
     assert scores[3e-3] > scores[0.0] and scores[3e-3] > scores[1.0]
 
 
+def test_grid_as_one_batch_equals_one_lambda_at_a_time():
+    """tune_lambda runs the whole lambda grid (each copy with its own lam and step) in one loop: every
+    lam's images equal tv_reconstruct's with that lam alone, whatever the chunking."""
+    x = _phantom()
+    val = np.stack([x, np.roll(x, 3, axis=1), np.roll(x, -2, axis=0)])
+    mask = _radial_like(x.shape, 0.2)
+    y = SingleCoilOperator(mask.astype(np.float32)).forward(tf.constant(val.astype(np.complex64))).numpy()
+    grid = (0.0, 5e-4, 3e-3, 2e-2)  # steps tau 20, 20, 3.33, 0.5: different per copy
+    for batch_size in (None, 2):
+        out = classical._tv_grid(y, mask.astype(np.float32), grid, 40, batch_size)
+        for lam in grid:
+            alone = classical.tv_reconstruct(y, mask, lam, 40).numpy()
+            np.testing.assert_allclose(out[lam], alone, rtol=0, atol=2e-6)
+    best, scores = classical.tune_lambda(val, mask, grid, 40, batch_size=2)
+    best1, scores1 = classical.tune_lambda(val, mask, grid, 40)
+    assert best == best1 and all(abs(scores[g] - scores1[g]) < 1e-3 for g in grid)
+    assert len(set(round(v, 2) for v in scores.values())) == len(grid)  # the copies really differ
+
+
 def test_bad_arguments():
     y = np.zeros((4, 5), np.complex64)
     with pytest.raises(ValueError, match="lam"):

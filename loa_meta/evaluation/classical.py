@@ -20,7 +20,7 @@ when SigPy is installed; SigPy's ``fft`` is also centred and orthonormal, so the
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +38,9 @@ TV_LAMBDA_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
 # iterations left TV 0.3 dB short on the 160x180 demo test split (docs/benchmarks_classical.md,
 # "Is the TV baseline converged?"; benchmarks/tv_convergence.py).
 TV_ITERS = 1000
+# Pixels per Chambolle-Pock call when tune_lambda runs the whole grid as one batch (~34 MB per complex
+# array of the loop; about 0.5 GB peak for the call).
+TV_GRID_PIXELS = 1 << 22
 
 
 def _primal_step(lam: float) -> float:
@@ -88,17 +91,20 @@ def tv_objective(x: tf.Tensor, kspace: tf.Tensor, mask: tf.Tensor, lam) -> tf.Te
 
 @tf.function(reduce_retracing=True)
 def _chambolle_pock(y, mask, lam, num_iters, tau, track: bool):
-    """``track`` (a Python bool: one trace each) records the objective after every iteration; without
-    it the loop skips the objective (the history is zeros); with it, the data term reuses F x_new
-    (two FFTs per iteration, not three)."""
+    """Chambolle-Pock on a batch ``y (B, H, W)``; ``lam`` and ``tau`` have shape ``(B,)`` (one weight per
+    slice, so a lambda grid runs as one batch). ``track`` (a Python bool: one trace each) records the
+    objective after every iteration; without it the loop skips the objective (the history is zeros);
+    with it, the data term reuses F x_new (two FFTs per iteration, not three)."""
     op = SingleCoilOperator(mask)
     m = tf.cast(tf.cast(mask, tf.float32), tf.complex64)
     m = tf.broadcast_to(m, tf.shape(y))
     y = m * y
+    tau = tf.reshape(tf.cast(tau, tf.float32), [-1, 1, 1])
     sig = 0.99 / (8.0 * tau)
     tau_c = tf.cast(tau, tf.complex64)
     denom = 1.0 + tau_c * m
-    lam_r = tf.cast(lam, tf.float32)
+    lam_b = tf.cast(lam, tf.float32)
+    lam_r = tf.reshape(lam_b, [-1, 1, 1])
     x = op.zero_filled(y)
     x_bar = x
     pv = tf.zeros_like(x)
@@ -117,7 +123,7 @@ def _chambolle_pock(y, mask, lam, num_iters, tau, track: bool):
         x_new = ifft2c(k_new)
         x_bar = 2.0 * x_new - x
         if track:
-            obj = 0.5 * tf.reduce_sum(_abs2(m * k_new - y), axis=[-2, -1]) + lam_r * total_variation(x_new)
+            obj = 0.5 * tf.reduce_sum(_abs2(m * k_new - y), axis=[-2, -1]) + lam_b * total_variation(x_new)
         else:
             obj = tf.zeros(tf.shape(y)[:1], tf.float32)
         history = history.write(k, obj)
@@ -162,8 +168,10 @@ def tv_reconstruct(
     mask = tf.cast(tf.convert_to_tensor(mask), tf.float32)
     if tuple(mask.shape[-2:]) != tuple(y.shape[-2:]):
         raise ValueError(f"Argument `mask` has shape {tuple(mask.shape)}, but k-space has {tuple(y.shape)}.")
-    x, hist = _chambolle_pock(y, mask, tf.constant(lam, tf.float32), tf.constant(num_iters, tf.int32),
-        tf.constant(_primal_step(lam), tf.float32), bool(return_history))
+    batch = tf.shape(y)[:1]
+    x, hist = _chambolle_pock(y, mask, tf.fill(batch, tf.constant(lam, tf.float32)),
+        tf.constant(num_iters, tf.int32), tf.fill(batch, tf.constant(_primal_step(lam), tf.float32)),
+        bool(return_history))
     x = x[0] if single else x
     if return_history:
         return x, hist.numpy()
@@ -179,12 +187,38 @@ def tv_reconstruct_fn(lam: float, num_iters: int = TV_ITERS):
     return fn
 
 
+def _tv_grid(y: np.ndarray, mask: np.ndarray, grid: Sequence[float], num_iters: int,
+             batch_size: Optional[int] = None) -> Dict[float, np.ndarray]:
+    """TV reconstructions of every slice of ``y (N, H, W)`` for every lam of ``grid``: ``batch_size``
+    slices x all of the grid per call (one Chambolle-Pock loop for the whole grid, each copy with its own
+    lam and step), so a small image runs as a large batch; ``None``: as many slices as keep a call within
+    ``TV_GRID_PIXELS`` pixels. Same iterates as :func:`tv_reconstruct`."""
+    if batch_size is None:
+        most = max(1, TV_GRID_PIXELS // (int(np.prod(y.shape[-2:])) * len(grid)))
+        calls = -(-len(y) // most)
+        batch_size = max(1, -(-len(y) // calls))  # equal chunks: 20 slices -> 10 + 10, not 18 + 2
+    lam_vec = np.asarray(grid, np.float32)
+    tau_vec = np.asarray([_primal_step(g) for g in grid], np.float32)
+    out = {lam: [] for lam in grid}
+    for s in range(0, len(y), batch_size):
+        chunk = y[s : s + batch_size]
+        n = len(chunk)
+        tiled = np.concatenate([chunk] * len(grid))  # grid-major: rows [j*n:(j+1)*n] use grid[j]
+        x, _ = _chambolle_pock(tf.constant(tiled, tf.complex64), tf.constant(mask),
+                               tf.constant(np.repeat(lam_vec, n)), tf.constant(num_iters, tf.int32),
+                               tf.constant(np.repeat(tau_vec, n)), False)
+        x = x.numpy()
+        for j, lam in enumerate(grid):
+            out[lam].append(x[j * n : (j + 1) * n])
+    return {lam: np.concatenate(parts) for lam, parts in out.items()}
+
+
 def tune_lambda(
     val_images: np.ndarray,
     mask: np.ndarray,
     grid: Sequence[float] = TV_LAMBDA_GRID,
     num_iters: int = TV_ITERS,
-    batch_size: int = 16,
+    batch_size: Optional[int] = None,
     use_sigpy: bool = False,
 ) -> Tuple[float, Dict[float, float]]:
     """Pick the TV weight with the best mean PSNR on validation images.
@@ -194,7 +228,10 @@ def tune_lambda(
       mask: the task's 0/1 mask ``(H, W)``.
       grid: candidate values of lam.
       num_iters: iterations per reconstruction.
-      batch_size: slices per call.
+      batch_size: slices per call; each call runs them for every lam of ``grid`` at once
+        (``batch_size * len(grid)`` images). ``None`` (default): as many as keep a call within
+        ``TV_GRID_PIXELS`` pixels, in equal chunks (20 val slices of 64x64: one call; of 160x180
+        with the 8-value grid: two calls of 10).
       use_sigpy: tune the SigPy solver instead of the TensorFlow one.
 
     Returns:
@@ -205,22 +242,22 @@ def tune_lambda(
     grid = [check_in_range(g, "grid", low=0.0) for g in grid]
     if not grid:
         raise ValueError("Argument `grid` must hold at least one value of lam.")
+    num_iters = check_positive_int(num_iters, "num_iters")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
     val = np.asarray(val_images)
     if val.ndim != 3:
         raise ValueError(f"Argument `val_images` must have shape (N, H, W), but received: {val.shape}")
     op = SingleCoilOperator(tf.constant(np.asarray(mask, np.float32)))
     y = op.forward(tf.constant(val.astype(np.complex64))).numpy()
     gt = np.abs(val).astype(np.float64)
+    if use_sigpy:
+        recs = {lam: sigpy_tv_reconstruct(y, mask, lam, num_iters) for lam in grid}
+    else:
+        recs = _tv_grid(y, np.asarray(mask, np.float32), grid, num_iters, batch_size)
     scores: Dict[float, float] = {}
     for lam in grid:
-        if use_sigpy:
-            rec = sigpy_tv_reconstruct(y, mask, lam, num_iters)
-        else:
-            rec = np.concatenate(
-                [np.asarray(tv_reconstruct(y[s : s + batch_size], mask, lam, num_iters))
-                 for s in range(0, len(y), batch_size)]
-            )
-        rec = np.abs(rec).astype(np.float64)
+        rec = np.abs(recs[lam]).astype(np.float64)
         scores[lam] = float(np.mean([psnr(rec[i], gt[i]) for i in range(len(gt))]))
         logging.info("TV lam=%g: validation PSNR %.4f", lam, scores[lam])
     best = max(scores, key=scores.get)

@@ -208,7 +208,7 @@ def evaluate_tv(
         raise ValueError(f"Argument `val_images` must have shape (N, H, W) with N >= 1, but received: {val_images.shape}")
     results, lambdas = {}, {}
     for name, mask in masks.items():
-        lam, scores = classical.tune_lambda(val_images, mask, grid, num_iters, batch_size=max(batch_size, 16))
+        lam, scores = classical.tune_lambda(val_images, mask, grid, num_iters)
         logging.info("TV %s: lambda %g chosen on %d val slices (%s)", name, lam, len(val_images), scores)
         lambdas[name] = float(lam)
         results.update(evaluate_model(classical.tv_reconstruct_fn(lam, num_iters), images, {name: mask},

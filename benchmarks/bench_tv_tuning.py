@@ -1,0 +1,99 @@
+"""Benchmark: the cost of choosing TV's lambda (``classical.tune_lambda``), the step every quality table pays.
+
+Times, interleaved in one process, ``tune_lambda`` on the val split of ``--data_dir`` at one radial
+ratio (the grid ``TV_LAMBDA_GRID``, ``TV_ITERS`` iterations) in up to three ways:
+
+* ``grid``: the library as it is (the whole grid as one batch, each copy with its own lambda and step);
+* ``per_lambda``: one ``tv_reconstruct`` call per lambda and chunk of 16 slices (the previous
+  tuning loop, with the current solver);
+* ``old``: ``tune_lambda`` of another version of ``classical.py`` given by ``--old`` (for example
+  ``git show 117e67d:loa_meta/evaluation/classical.py > /tmp/classical_old.py``).
+
+Each round runs every variant once (order rotated per round); the script prints every time, the medians,
+the per-round ratios, the chosen lambdas and the largest difference of the val PSNRs between variants.
+
+    python benchmarks/bench_tv_tuning.py --data_dir=DATA --ratio=0.1 --rounds=3 [--old=/tmp/classical_old.py]
+
+Results: docs/benchmarks_classical.md ("Choosing lambda: the grid as one batch").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import resource
+import time
+
+import numpy as np
+from absl import app, flags
+
+from loa_meta.data.prepared import load_split
+from loa_meta.evaluation import classical
+from loa_meta.metrics import psnr
+from loa_meta.physics.operators import SingleCoilOperator
+from loa_meta.sampling import make_mask
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Prepared data directory (data_prep.brats output).", required=True)
+flags.DEFINE_float("ratio", 0.1, "Radial sampling ratio.")
+flags.DEFINE_integer("val_slices", 20, "Val slices (first N).")
+flags.DEFINE_integer("iters", classical.TV_ITERS, "Chambolle-Pock iterations.")
+flags.DEFINE_integer("rounds", 3, "Rounds; each times every variant once.")
+flags.DEFINE_integer("mask_seed", 0, "Mask seed.")
+flags.DEFINE_string("old", None, "Optional path of another classical.py whose tune_lambda is timed as 'old'.")
+flags.DEFINE_list("variants", ["grid", "per_lambda", "old"], "Variants to time (old only with --old).")
+
+
+def _per_lambda(val, mask, grid, iters):
+    """The tuning loop before the grid batch: one call per lambda and chunk of 16 slices."""
+    y = SingleCoilOperator(np.asarray(mask, np.float32)).forward(val.astype(np.complex64)).numpy()
+    gt = np.abs(val).astype(np.float64)
+    scores = {}
+    for lam in grid:
+        rec = np.concatenate([np.asarray(classical.tv_reconstruct(y[s : s + 16], mask, lam, iters))
+                              for s in range(0, len(y), 16)])
+        rec = np.abs(rec).astype(np.float64)
+        scores[lam] = float(np.mean([psnr(rec[i], gt[i]) for i in range(len(gt))]))
+    return max(scores, key=scores.get), scores
+
+
+def main(argv):
+    del argv
+    val = load_split(FLAGS.data_dir, "val")[: FLAGS.val_slices]
+    mask = make_mask("radial", val.shape[-2:], FLAGS.ratio, seed=FLAGS.mask_seed)
+    grid = list(classical.TV_LAMBDA_GRID)
+    fns = {"grid": lambda: classical.tune_lambda(val, mask, grid, FLAGS.iters),
+           "per_lambda": lambda: _per_lambda(val, mask, grid, FLAGS.iters)}
+    if FLAGS.old:
+        spec = importlib.util.spec_from_file_location("classical_old", FLAGS.old)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+        fns["old"] = lambda: old.tune_lambda(val, mask, grid, FLAGS.iters)
+    fns = {k: v for k, v in fns.items() if k in FLAGS.variants}
+    names = list(fns)
+    for name in names:  # trace every variant once, outside the timing
+        fns[name]()
+    times = {k: [] for k in names}
+    results = {}
+    for r in range(FLAGS.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            t = time.perf_counter()
+            results[name] = fns[name]()
+            times[name].append(time.perf_counter() - t)
+        print(f"round {r}: " + ", ".join(f"{k} {times[k][-1]:.1f} s" for k in names), flush=True)
+    ref = names[0]
+    out = {
+        "data_dir": FLAGS.data_dir, "ratio": FLAGS.ratio, "val_slices": int(len(val)),
+        "shape": list(val.shape[-2:]), "iters": FLAGS.iters,
+        "times": times, "median": {k: float(np.median(v)) for k, v in times.items()},
+        "ratio_to_" + ref: {k: [float(a / b) for a, b in zip(times[k], times[ref])] for k in names},
+        "chosen": {k: results[k][0] for k in names},
+        "max_psnr_diff_db": {k: max(abs(results[k][1][g] - results[ref][1][g]) for g in grid) for k in names},
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)
