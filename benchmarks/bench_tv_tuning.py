@@ -12,7 +12,8 @@ ratio (the grid ``TV_LAMBDA_GRID``, ``TV_ITERS`` iterations) in up to three ways
 Each round runs every variant once (order rotated per round); the script prints every time, the medians,
 the per-round ratios, the chosen lambdas and the largest difference of the val PSNRs between variants.
 
-    python benchmarks/bench_tv_tuning.py --data_dir=DATA --ratio=0.1 --rounds=3 [--old=/tmp/classical_old.py]
+    python benchmarks/bench_tv_tuning.py --data_dir=DATA --ratio=0.1 --rounds=3 [--old=/tmp/classical_old.py] \
+        [--grid_pixels=524288,4194304]    # the grid batch with other pixel budgets per call
 
 Results: docs/benchmarks_classical.md ("Choosing lambda: the grid as one batch").
 """
@@ -42,6 +43,8 @@ flags.DEFINE_integer("rounds", 3, "Rounds; each times every variant once.")
 flags.DEFINE_integer("mask_seed", 0, "Mask seed.")
 flags.DEFINE_string("old", None, "Optional path of another classical.py whose tune_lambda is timed as 'old'.")
 flags.DEFINE_list("variants", ["grid", "per_lambda", "old"], "Variants to time (old only with --old).")
+flags.DEFINE_list("grid_pixels", [], "Also time the grid batch with these pixel budgets per call (variants "
+                  "'grid@N'; the library's is classical.TV_GRID_PIXELS).")
 
 
 def _per_lambda(val, mask, grid, iters):
@@ -57,6 +60,15 @@ def _per_lambda(val, mask, grid, iters):
     return max(scores, key=scores.get), scores
 
 
+def _with_budget(pixels, val, mask, grid):
+    saved = classical.TV_GRID_PIXELS
+    classical.TV_GRID_PIXELS = pixels
+    try:
+        return classical.tune_lambda(val, mask, grid, FLAGS.iters)
+    finally:
+        classical.TV_GRID_PIXELS = saved
+
+
 def main(argv):
     del argv
     val = load_split(FLAGS.data_dir, "val")[: FLAGS.val_slices]
@@ -64,12 +76,14 @@ def main(argv):
     grid = list(classical.TV_LAMBDA_GRID)
     fns = {"grid": lambda: classical.tune_lambda(val, mask, grid, FLAGS.iters),
            "per_lambda": lambda: _per_lambda(val, mask, grid, FLAGS.iters)}
+    for px in FLAGS.grid_pixels:
+        fns[f"grid@{int(px)}"] = (lambda px_: lambda: _with_budget(px_, val, mask, grid))(int(px))
     if FLAGS.old:
         spec = importlib.util.spec_from_file_location("classical_old", FLAGS.old)
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
         fns["old"] = lambda: old.tune_lambda(val, mask, grid, FLAGS.iters)
-    fns = {k: v for k, v in fns.items() if k in FLAGS.variants}
+    fns = {k: v for k, v in fns.items() if k in FLAGS.variants or k.startswith("grid@")}
     names = list(fns)
     for name in names:  # trace every variant once, outside the timing
         fns[name]()

@@ -38,9 +38,11 @@ TV_LAMBDA_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
 # iterations left TV 0.3 dB short on the 160x180 demo test split (docs/benchmarks_classical.md,
 # "Is the TV baseline converged?"; benchmarks/tv_convergence.py).
 TV_ITERS = 1000
-# Pixels per Chambolle-Pock call when tune_lambda runs the whole grid as one batch (~34 MB per complex
-# array of the loop; about 0.5 GB peak for the call).
-TV_GRID_PIXELS = 1 << 22
+# Pixels per Chambolle-Pock call when tune_lambda runs the lambda grid as one batch: 4 MB per complex
+# array of the loop, so the loop's arrays stay near the cache. Measured (benchmarks/bench_tv_tuning.py,
+# docs/benchmarks_classical.md): at 64x64 small budgets lose to per-call overhead, at 160x180 large ones
+# (2^22) are slower than 16 slices per call.
+TV_GRID_PIXELS = 1 << 19
 
 
 def _primal_step(lam: float) -> float:
@@ -196,7 +198,7 @@ def _tv_grid(y: np.ndarray, mask: np.ndarray, grid: Sequence[float], num_iters: 
     if batch_size is None:
         most = max(1, TV_GRID_PIXELS // (int(np.prod(y.shape[-2:])) * len(grid)))
         calls = -(-len(y) // most)
-        batch_size = max(1, -(-len(y) // calls))  # equal chunks: 20 slices -> 10 + 10, not 18 + 2
+        batch_size = max(1, -(-len(y) // calls))  # equal chunks: 20 slices -> 10 + 10, not 16 + 4
     lam_vec = np.asarray(grid, np.float32)
     tau_vec = np.asarray([_primal_step(g) for g in grid], np.float32)
     out = {lam: [] for lam in grid}
@@ -230,8 +232,8 @@ def tune_lambda(
       num_iters: iterations per reconstruction.
       batch_size: slices per call; each call runs them for every lam of ``grid`` at once
         (``batch_size * len(grid)`` images). ``None`` (default): as many as keep a call within
-        ``TV_GRID_PIXELS`` pixels, in equal chunks (20 val slices of 64x64: one call; of 160x180
-        with the 8-value grid: two calls of 10).
+        ``TV_GRID_PIXELS`` pixels, in equal chunks (with the 8-value grid, 20 val slices of 64x64:
+        two calls of 10 slices x 8 lambdas; of 160x180: ten calls of 2 x 8).
       use_sigpy: tune the SigPy solver instead of the TensorFlow one.
 
     Returns:
