@@ -134,6 +134,10 @@ def test_bad_arguments():
         classical.tv_reconstruct(np.zeros((4, 5), np.float32), np.ones((4, 5)), lam=1.0)
     with pytest.raises(ValueError, match="mask"):
         classical.tv_reconstruct(y, np.ones((5, 5)), lam=1.0)
+    with pytest.raises(ValueError, match="val_images"):
+        classical.tune_lambda(np.zeros((0, 4, 5), np.float32), np.ones((4, 5)))
+    with pytest.raises(ValueError, match="batch_size"):
+        classical.tune_lambda(np.zeros((2, 4, 5), np.float32), np.ones((4, 5)), batch_size=0)
 
 
 @pytest.mark.skipif(not classical.sigpy_available(), reason="SigPy (optional) is not installed")

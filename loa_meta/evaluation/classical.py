@@ -189,19 +189,19 @@ def tv_reconstruct_fn(lam: float, num_iters: int = TV_ITERS):
     return fn
 
 
-def _tv_grid(y: np.ndarray, mask: np.ndarray, grid: Sequence[float], num_iters: int,
-             batch_size: Optional[int] = None) -> Dict[float, np.ndarray]:
-    """TV reconstructions of every slice of ``y (N, H, W)`` for every lam of ``grid``: ``batch_size``
+def _tv_grid_chunks(y: np.ndarray, mask: np.ndarray, grid: Sequence[float], num_iters: int,
+                    batch_size: Optional[int] = None):
+    """TV reconstructions of the slices of ``y (N, H, W)`` for every lam of ``grid``, ``batch_size``
     slices x all of the grid per call (one Chambolle-Pock loop for the whole grid, each copy with its own
     lam and step), so a small image runs as a large batch; ``None``: as many slices as keep a call within
-    ``TV_GRID_PIXELS`` pixels. Same iterates as :func:`tv_reconstruct`."""
+    ``TV_GRID_PIXELS`` pixels. Yields ``(start, {lam: images (n, H, W)})`` per chunk, so a long val split
+    is never held for the whole grid at once. Same iterates as :func:`tv_reconstruct`."""
     if batch_size is None:
         most = max(1, TV_GRID_PIXELS // (int(np.prod(y.shape[-2:])) * len(grid)))
         calls = -(-len(y) // most)
         batch_size = max(1, -(-len(y) // calls))  # equal chunks: 20 slices -> 10 + 10, not 16 + 4
     lam_vec = np.asarray(grid, np.float32)
     tau_vec = np.asarray([_primal_step(g) for g in grid], np.float32)
-    out = {lam: [] for lam in grid}
     for s in range(0, len(y), batch_size):
         chunk = y[s : s + batch_size]
         n = len(chunk)
@@ -210,9 +210,13 @@ def _tv_grid(y: np.ndarray, mask: np.ndarray, grid: Sequence[float], num_iters: 
                                tf.constant(np.repeat(lam_vec, n)), tf.constant(num_iters, tf.int32),
                                tf.constant(np.repeat(tau_vec, n)), False)
         x = x.numpy()
-        for j, lam in enumerate(grid):
-            out[lam].append(x[j * n : (j + 1) * n])
-    return {lam: np.concatenate(parts) for lam, parts in out.items()}
+        yield s, {lam: x[j * n : (j + 1) * n] for j, lam in enumerate(grid)}
+
+
+def _tv_grid(y, mask, grid, num_iters, batch_size=None) -> Dict[float, np.ndarray]:
+    """:func:`_tv_grid_chunks` joined: ``{lam: images (N, H, W)}``."""
+    parts = [c for _, c in _tv_grid_chunks(y, mask, grid, num_iters, batch_size)]
+    return {lam: np.concatenate([c[lam] for c in parts]) for lam in grid}
 
 
 def tune_lambda(
@@ -248,19 +252,23 @@ def tune_lambda(
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
     val = np.asarray(val_images)
-    if val.ndim != 3:
-        raise ValueError(f"Argument `val_images` must have shape (N, H, W), but received: {val.shape}")
+    if val.ndim != 3 or val.shape[0] == 0:
+        raise ValueError(f"Argument `val_images` must have shape (N, H, W) with N >= 1, but received: {val.shape}")
     op = SingleCoilOperator(tf.constant(np.asarray(mask, np.float32)))
     y = op.forward(tf.constant(val.astype(np.complex64))).numpy()
     gt = np.abs(val).astype(np.float64)
     if use_sigpy:
-        recs = {lam: sigpy_tv_reconstruct(y, mask, lam, num_iters) for lam in grid}
+        chunks = [(0, {lam: sigpy_tv_reconstruct(y, mask, lam, num_iters) for lam in grid})]
     else:
-        recs = _tv_grid(y, np.asarray(mask, np.float32), grid, num_iters, batch_size)
+        chunks = _tv_grid_chunks(y, np.asarray(mask, np.float32), grid, num_iters, batch_size)
+    per_slice: Dict[float, list] = {lam: [] for lam in grid}
+    for start, recs in chunks:
+        for lam in grid:
+            rec = np.abs(recs[lam]).astype(np.float64)
+            per_slice[lam] += [psnr(rec[i], gt[start + i]) for i in range(len(rec))]
     scores: Dict[float, float] = {}
     for lam in grid:
-        rec = np.abs(recs[lam]).astype(np.float64)
-        scores[lam] = float(np.mean([psnr(rec[i], gt[i]) for i in range(len(gt))]))
+        scores[lam] = float(np.mean(per_slice[lam]))
         logging.info("TV lam=%g: validation PSNR %.4f", lam, scores[lam])
     best = max(scores, key=scores.get)
     return best, scores
