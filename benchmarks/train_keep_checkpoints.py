@@ -8,7 +8,8 @@ flags. Before the app starts, every preset's ``checkpoint_every`` becomes ``CKPT
 and the apps keep every checkpoint (``training_common.KEEP_CHECKPOINTS``), so that
 ``benchmarks/probe_averaging.py --run=RUN --ckpts=...`` can average any window of the trajectory
 afterwards (docs/benchmarks_quality.md 5.19). Saving checkpoints does not change the trajectory: a
-checkpoint only reads the variables.
+checkpoint only reads the variables. ``GRAPPLER_OFF=1`` turns TensorFlow's graph optimizer (Grappler)
+off for the run (a probe of benchmarks/determinism.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def main() -> None:
     tc.KEEP_CHECKPOINTS = 1_000_000
     for name, preset in list(presets.PRESETS.items()):
         presets.PRESETS[name] = preset.override(checkpoint_every=every)
+    if os.environ.get("GRAPPLER_OFF") == "1":  # probe (benchmarks/determinism.py): no graph rewriting
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     app = importlib.import_module(f"experiments.{sys.argv.pop(1)}")
     from absl import flags
 
