@@ -114,7 +114,8 @@ def test_grid_as_one_batch_equals_one_lambda_at_a_time():
     y = SingleCoilOperator(mask.astype(np.float32)).forward(tf.constant(val.astype(np.complex64))).numpy()
     grid = (0.0, 5e-4, 3e-3, 2e-2)  # steps tau 20, 20, 3.33, 0.5: different per copy
     for batch_size in (None, 2):
-        out = classical._tv_grid(y, mask.astype(np.float32), grid, 40, batch_size)
+        parts = [c for _, c in classical._tv_grid_chunks(y, mask.astype(np.float32), grid, 40, batch_size)]
+        out = {lam: np.concatenate([c[lam] for c in parts]) for lam in grid}
         for lam in grid:
             alone = classical.tv_reconstruct(y, mask, lam, 40).numpy()
             np.testing.assert_allclose(out[lam], alone, rtol=0, atol=2e-6)

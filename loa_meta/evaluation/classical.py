@@ -213,12 +213,6 @@ def _tv_grid_chunks(y: np.ndarray, mask: np.ndarray, grid: Sequence[float], num_
         yield s, {lam: x[j * n : (j + 1) * n] for j, lam in enumerate(grid)}
 
 
-def _tv_grid(y, mask, grid, num_iters, batch_size=None) -> Dict[float, np.ndarray]:
-    """:func:`_tv_grid_chunks` joined: ``{lam: images (N, H, W)}``."""
-    parts = [c for _, c in _tv_grid_chunks(y, mask, grid, num_iters, batch_size)]
-    return {lam: np.concatenate([c[lam] for c in parts]) for lam in grid}
-
-
 def tune_lambda(
     val_images: np.ndarray,
     mask: np.ndarray,

@@ -193,7 +193,7 @@ def evaluate_tv(
       val_images: validation ground truths used only to choose lambda (``classical.tune_lambda``).
       grid: candidate lambdas (default ``classical.TV_LAMBDA_GRID``).
       num_iters: Chambolle-Pock iterations for tuning and evaluation (default ``classical.TV_ITERS``).
-      batch_size: slices per call.
+      batch_size: slices per call on ``images`` (the tuning sizes its own calls: ``classical.tune_lambda``).
       **kwargs: passed to :func:`evaluate_model` (``noise_sigma``, ``noise_seed``, ``keep``).
 
     Returns:
