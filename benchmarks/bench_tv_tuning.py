@@ -4,7 +4,7 @@ Times, interleaved in one process, ``tune_lambda`` on the val split of ``--data_
 ratio (the grid ``TV_LAMBDA_GRID``, ``TV_ITERS`` iterations) in up to three ways:
 
 * ``grid``: the library as it is (the whole grid as one batch, each copy with its own lambda and step);
-* ``per_lambda``: one ``tv_reconstruct`` call per lambda and chunk of 16 slices (the previous
+* ``per_lambda``: one call per lambda and chunk of 16 slices (the previous
   tuning loop, with the current solver);
 * ``old``: ``tune_lambda`` of another version of ``classical.py`` given by ``--old`` (for example
   ``git show 117e67d:loa_meta/evaluation/classical.py > /tmp/classical_old.py``).
@@ -30,8 +30,6 @@ from absl import app, flags
 
 from loa_meta.data.prepared import load_split
 from loa_meta.evaluation import classical
-from loa_meta.metrics import psnr
-from loa_meta.physics.operators import SingleCoilOperator
 from loa_meta.sampling import make_mask
 
 FLAGS = flags.FLAGS
@@ -48,15 +46,9 @@ flags.DEFINE_list("grid_pixels", [], "Also time the grid batch with these pixel 
 
 
 def _per_lambda(val, mask, grid, iters):
-    """The tuning loop before the grid batch: one call per lambda and chunk of 16 slices."""
-    y = SingleCoilOperator(np.asarray(mask, np.float32)).forward(val.astype(np.complex64)).numpy()
-    gt = np.abs(val).astype(np.float64)
-    scores = {}
-    for lam in grid:
-        rec = np.concatenate([np.asarray(classical.tv_reconstruct(y[s : s + 16], mask, lam, iters))
-                              for s in range(0, len(y), 16)])
-        rec = np.abs(rec).astype(np.float64)
-        scores[lam] = float(np.mean([psnr(rec[i], gt[i]) for i in range(len(gt))]))
+    """The tuning loop before the grid batch: one call per lambda and chunk of 16 slices (the library's
+    tune_lambda with a one-value grid, so the scoring is the same code)."""
+    scores = {lam: classical.tune_lambda(val, mask, [lam], iters, batch_size=16)[1][lam] for lam in grid}
     return max(scores, key=scores.get), scores
 
 
