@@ -9,6 +9,9 @@ environment (``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS``), as for th
   PYTHONPATH=. python benchmarks/determinism.py --data_dir=QS/data/prepared/data --workdir=/tmp/det \
       --steps=100 -- --preset=quickstart --seed=0
 
+The copies run as the apps do: with op determinism and, since session 16, Grappler off during
+training. ``GRAPPLER_ON=1`` in the environment keeps Grappler on in the copies (the control).
+
 Results: docs/benchmarks_training.md ("Bit-reproducibility on CPU").
 """
 

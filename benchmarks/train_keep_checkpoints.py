@@ -8,8 +8,9 @@ flags. Before the app starts, every preset's ``checkpoint_every`` becomes ``CKPT
 and the apps keep every checkpoint (``training_common.KEEP_CHECKPOINTS``), so that
 ``benchmarks/probe_averaging.py --run=RUN --ckpts=...`` can average any window of the trajectory
 afterwards (docs/benchmarks_quality.md 5.19). Saving checkpoints does not change the trajectory: a
-checkpoint only reads the variables. ``GRAPPLER_OFF=1`` turns TensorFlow's graph optimizer (Grappler)
-off for the run (a probe of benchmarks/determinism.py).
+checkpoint only reads the variables. The training loop runs with TensorFlow's graph optimizer
+(Grappler) off since session 16 (``loa_meta.training.loop.graph_rewrites_off``); ``GRAPPLER_ON=1``
+keeps it on, as before (the control of benchmarks/determinism.py).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ def main() -> None:
     tc.KEEP_CHECKPOINTS = 1_000_000
     for name, preset in list(presets.PRESETS.items()):
         presets.PRESETS[name] = preset.override(checkpoint_every=every)
-    if os.environ.get("GRAPPLER_OFF") == "1":  # probe (benchmarks/determinism.py): no graph rewriting
-        import tensorflow as tf
+    if os.environ.get("GRAPPLER_ON") == "1":  # control (benchmarks/determinism.py): graph rewriting as before
+        import contextlib
 
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        import loa_meta.training.loop as loop
+
+        loop.graph_rewrites_off = lambda enabled=True: contextlib.nullcontext()
     app = importlib.import_module(f"experiments.{sys.argv.pop(1)}")
     from absl import flags
 

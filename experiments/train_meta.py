@@ -28,11 +28,13 @@ flags.DEFINE_float("lambda0", None, "Override: Algorithm 2 lambda_0 (paper 1e-5)
 flags.DEFINE_float("delta_tol", None, "Override: Algorithm 2 delta_tol (paper 4.35e-6).")
 flags.DEFINE_float("omega_learning_rate", None, "Override: Adam learning rate of omega in Algorithm 2 (not stated in "
                    "the paper; the paper preset uses 1e-3).")
+flags.DEFINE_integer("theta_steps", None, "Override: K, theta steps per omega step in Algorithm 2 (lines 7-10; not "
+                     "stated in the paper; every preset uses 1). Each step counts against --max_steps.")
 
 
 def _main():
     tasks = common.parse_tasks(FLAGS.tasks)
-    for n in ("per_task_batch",):
+    for n in ("per_task_batch", "theta_steps"):
         v = FLAGS[n].value
         if v is not None and v < 1:
             raise common.usage_error(n, f"must be a positive integer, but received: {v}")
@@ -42,7 +44,8 @@ def _main():
             raise common.usage_error(n, f"must be a positive number, but received: {v}")
     preset = tc.preset_from_flags(dict(per_task_batch=FLAGS.per_task_batch, delta0=FLAGS.delta0,
                                        lambda0=FLAGS.lambda0, delta_tol=FLAGS.delta_tol,
-                                       omega_learning_rate=FLAGS.omega_learning_rate))
+                                       omega_learning_rate=FLAGS.omega_learning_rate,
+                                       theta_steps=FLAGS.theta_steps))
     common.require_dir("data_dir", FLAGS.data_dir)
     workdir, strategy = tc.start_run(_OWN, resolved_preset=preset.to_dict())
     info = tc.run_meta(FLAGS.data_dir, tasks, workdir, preset, seed=FLAGS.seed, mask_seed=FLAGS.mask_seed,
@@ -54,7 +57,7 @@ def _main():
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "mask_dir", "num_phases", "stairwise", "alpha0", "eps0",
         "learning_rate", "epochs", "max_steps", "max_train", "data_fraction", "tasks", "per_task_batch", "delta0",
-        "lambda0", "delta_tol", "omega_learning_rate")
+        "lambda0", "delta_tol", "omega_learning_rate", "theta_steps")
 
 
 def main(argv):

@@ -70,7 +70,8 @@ def prepared(tmp_path_factory):
 def meta_run(prepared, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("meta"))
     proc = _ok(run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny",
-                       "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3", "--eps0=0.05"))
+                       "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3", "--eps0=0.05",
+                       "--theta_steps=2"))
     return wd, proc
 
 
@@ -95,6 +96,7 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
     from experiments.presets import get_preset
 
     assert cfg.model["eps0"] == 0.05 != get_preset("tiny").eps0  # --eps0 overrides the preset's start
+    assert cfg.theta_steps == 2 != get_preset("tiny").theta_steps  # --theta_steps: K of Algorithm 2
     # The saved masks are exactly the seeded masks of the specs (reused by evaluation/adaptation).
     for ratio, name in ((0.2, "radial_0.20"), (0.4, "radial_0.40")):
         m = np.load(os.path.join(wd, "masks", name + ".npy"))
@@ -222,6 +224,7 @@ def test_ista_steps_factor_scales_only_the_istanet_budget():
     (["--preset=huge"], "--preset"),
     (["--epochs=0"], "--epochs"),
     (["--data_fraction=1.5"], "--data_fraction"),
+    (["--theta_steps=0"], "--theta_steps"),
 ])
 def test_train_meta_bad_flags_exit_nonzero_naming_the_flag(prepared, tmp_path, args, flag):
     proc = run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={tmp_path}/w", *args)

@@ -308,3 +308,23 @@ def test_average_checkpoints_returns_the_mean_of_the_last_k_and_keeps_the_last_i
         ConventionalConfig(average_checkpoints=4, keep_checkpoints=3).validate()
     with pytest.raises(ValueError, match="average_checkpoints"):
         ConventionalConfig(average_checkpoints=0).validate()
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_grappler_is_off_during_a_deterministic_run_and_restored_after(tmp_path, deterministic):
+    """config.deterministic switches TensorFlow's graph optimizer off while the run lasts (the
+    process-dependent rewrites broke bit-reproducibility between processes), and only then."""
+    seen = []
+
+    def build(p):
+        seen.append(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+        return ToyUnrolled(p)
+
+    _, _, data = _meta_data()
+    cfg = MetaConfig(max_steps=2, deterministic=deterministic, image_every=0,
+                     stairwise={"enabled": False, "max_phases": 1})
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    assert before is False
+    train_meta(cfg, str(tmp_path), data, model_fn=build)
+    assert seen and all(s is deterministic for s in seen), seen
+    assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False) is False

@@ -37,7 +37,8 @@ class TrainConfig:
       seed: seed of every random choice made by the training code (tf.random.Generator state is
         checkpointed); the data pipeline takes its own seed.
       deterministic: call ``tf.config.experimental.enable_op_determinism()`` (needed for
-        bit-identical resume).
+        bit-identical resume) and run the training with TensorFlow's graph optimizer off
+        (``loop.graph_rewrites_off``; two processes of the same run then agree bit for bit).
       checkpoint_every: save a checkpoint every this many outer iterations (batch or batch pair).
       keep_checkpoints: how many checkpoints the CheckpointManager keeps.
       summary_every: write TensorBoard scalars every this many steps.

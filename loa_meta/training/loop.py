@@ -18,6 +18,7 @@ for NaN/Inf (and the Algorithm 2 line-6 condition) *before* the weights change.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -144,6 +145,30 @@ def branch_summary_line(stats: List[Dict[str, float]]) -> str:
 
 
 # ----------------------------------------------------------------------------- loop
+
+
+@contextlib.contextmanager
+def graph_rewrites_off(enabled: bool = True):
+    """Run the block with TensorFlow's graph optimizer (Grappler) off, then restore the previous setting.
+
+    Grappler rewrites each ``tf.function`` graph when it is first run in a process (constant folding,
+    arithmetic regrouping, layout and remapper passes), and some of its choices differ between
+    processes, which changes the order of floating-point operations: with op determinism on, two
+    processes of the same training command still parted in the last bits after a few steps and
+    ended 0.2 apart in the weights. Without it they agree bit for bit, at the same speed
+    (docs/benchmarks_training.md, "Bit-reproducibility on CPU"). The setting is process-wide
+    (``tf.config.optimizer.set_experimental_options``) and applies to graphs first run inside the
+    block; graphs first run after it (evaluation) are optimised as usual.
+    """
+    if not enabled:
+        yield
+        return
+    before = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 class TrainingRun:
@@ -495,12 +520,16 @@ class TrainingRun:
     def run(self):
         """Train until every stage is over; returns the (possibly rolled back) model.
 
+        With ``config.deterministic`` (the default) TensorFlow's graph optimizer (Grappler) is off
+        while the run lasts (:func:`graph_rewrites_off`): two processes then train bit-identically.
+
         Under a multi-worker strategy every worker first checks that all see the same checkpoint
         and config, and waits for the others at the end (so the chief's last checkpoint is on disk
         when any worker returns); a non-chief worker's scratch directory is removed.
         """
         try:
-            return self._run()
+            with graph_rewrites_off(self.config.deterministic):
+                return self._run()
         finally:
             if not self.chief:
                 shutil.rmtree(self.write_dir, ignore_errors=True)
