@@ -157,8 +157,8 @@ def graph_rewrites_off(enabled: bool = True):
     processes of the same training command still parted in the last bits after a few steps and
     ended 0.2 apart in the weights. Without it they agree bit for bit, at the same speed
     (docs/benchmarks_training.md, "Bit-reproducibility on CPU"). The setting is process-wide
-    (``tf.config.optimizer.set_experimental_options``) and applies to graphs first run inside the
-    block; graphs first run after it (evaluation) are optimised as usual.
+    (``tf.config.optimizer.set_experimental_options``); the previous setting is restored when the
+    block ends, so code that runs after training (evaluation, TV) gets TensorFlow's default again.
     """
     if not enabled:
         yield
