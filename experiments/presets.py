@@ -325,14 +325,15 @@ QUICKSTART = Preset(
     average_checkpoints=3,
     learning_rate=3e-3,  # 1e-2 diverged (loss 70 -> 1200 within 50 meta steps)
     per_task_batch=2,
-    # 700 steps: the held-out PSNR of the 300- and 500-step runs still rose at every ratio, most at 10 %
-    # (docs/benchmarks_quality.md section 1); 12 epochs of 31 batch pairs, the step cap ends the stage at 350
-    delta_tol=delta_tol_after(12),
-    meta_max_steps=700,
+    # 1000 steps: 700 ended at TV's level at radial 10 %; continuing the same run to 1000 gained +0.19 /
+    # +0.13 / +0.15 / +0.06 dB at 10-40 % on new subjects (docs/benchmarks_quality.md 5.26); 17 epochs of
+    # 31 batch pairs (527 outer iterations), so the step cap ends the stage at 500
+    delta_tol=delta_tol_after(17),
+    meta_max_steps=1000,
     max_inner_iterations=1,
     conv_batch=8,
-    conv_epochs=16.0,
-    conv_max_steps=175,  # 4 x 175 x 8 = 5600 images = meta-learning's 350 x (8 + 8): equal budgets
+    conv_epochs=23.0,
+    conv_max_steps=250,  # 4 x 250 x 8 = 8000 images = meta-learning's 500 x (8 + 8): equal budgets
     adapt_images=16,
     adapt_epochs=2.0,
     adapt_batch=4,
