@@ -44,7 +44,7 @@ def test_schedule_decays_once_per_epoch_and_the_paper_stage_lasts_107_epochs():
     for epochs in (1, 2, 3, 107):
         assert PAPER.override(delta_tol=delta_tol_after(epochs)).meta_stage_epochs == epochs
     assert {p.name: p.meta_stage_epochs for p in PRESETS.values()} == {"paper": 107, "cpu": 3, "tiny": 1,
-                                                                        "quickstart": 12}
+                                                                        "quickstart": 17}
 
 
 def test_meta_stage_ends_on_delta_tol_after_its_epochs(tmp_path):
