@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import common  # noqa: E402
 from loa_meta.data import load_split  # noqa: E402
-from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn  # noqa: E402
+from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, sigma_omega, zero_filled_fn  # noqa: E402
 from loa_meta.fileio import atomic_write_text  # noqa: E402
 from loa_meta.sampling import model_task_ids, parse_task_spec  # noqa: E402
 
@@ -60,13 +60,13 @@ def scan(model, images, masks: dict, factors) -> list:
                      "psnr": float(np.mean(zf["psnr"])), "ssim": float(np.mean(zf["ssim"]))})
         omega = model.omegas[ids[spec]]
         trained = float(np.asarray(omega))
-        base = 1.0 / (1.0 + math.exp(-trained))
+        base = sigma_omega(model, ids[spec])
         try:
             for f in sorted({1.0, *factors}):
                 s = f * base
                 if not 0.0 < s < 1.0:
                     raise ValueError(f"--factors: {f} x sigma(omega) = {s:.4f} of task {spec} is outside (0, 1)")
-                omega.assign(_logit(s))
+                omega.assign(trained if f == 1.0 else _logit(s))  # f = 1: the trained omega itself
                 r = evaluate_model(model_reconstruct_fn(model), images, one, task_ids={spec: ids[spec]})[spec]
                 rows.append({"task": spec, "factor": f, "sigma": s,
                              "psnr": float(np.mean(r["psnr"])), "ssim": float(np.mean(r["ssim"]))})

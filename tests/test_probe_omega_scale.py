@@ -39,7 +39,7 @@ def test_scan_rows_match_direct_evaluation_and_omega_is_restored():
     assert by[("radial:0.4", 2.0)]["sigma"] == pytest.approx(2 * s1, rel=1e-6)
     direct = ev.evaluate_model(ev.model_reconstruct_fn(model), x, {"radial:0.4": masks["radial:0.4"]},
                                task_ids={"radial:0.4": 1})["radial:0.4"]
-    assert by[("radial:0.4", 1.0)]["psnr"] == pytest.approx(float(np.mean(direct["psnr"])), abs=1e-6)
+    assert by[("radial:0.4", 1.0)]["psnr"] == float(np.mean(direct["psnr"]))  # the trained omega itself
     zf = ev.evaluate_zero_filled(x, {"radial:0.2": masks["radial:0.2"]})["radial:0.2"]
     assert by[("radial:0.2", 0.0)]["psnr"] == pytest.approx(float(np.mean(zf["psnr"])), abs=1e-9)
     # changing kappa changes the reconstruction (the scan is not scoring the same model twice)
