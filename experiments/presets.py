@@ -79,7 +79,7 @@ class Preset:
         phase takes the learned update u (docs/benchmarks_quality.md section 5 measures both).
       loss_reduction: ``TrainConfig.loss_reduction``: ``"sum"`` (paper, Eqs. 13-14) or, beyond the
         paper, ``"task_norm"`` (each sample's term weighted by 1 / its zero-filled error) or
-        ``"task_norm_sqrt"`` (by 1 / the error's norm).
+        ``"task_norm_sqrt"`` (by 1 / the error's norm) or ``"task_norm_075"`` (by 1 / the norm^1.5).
       learning_rate: Adam learning rate of theta (paper: 1e-3).
       omega_learning_rate: Adam learning rate of omega in Algorithm 2 (rho_omega; not stated).
       adapt_learning_rate: Adam learning rate of the new omega in adaptation (not stated; paper

@@ -66,11 +66,12 @@ def define_model_option_flags() -> None:
     flags.DEFINE_float("global_clipnorm", None, "Override: Adam global gradient-norm clipping (paper: none).")
     flags.DEFINE_boolean("safeguard", None, "Override: Algorithm 1's safeguard, lines 5-16 (paper: on; "
                          "--nosafeguard is beyond the paper: every phase takes the learned update u).")
-    flags.DEFINE_enum("loss_reduction", None, ["sum", "mean", "task_norm", "task_norm_sqrt"], "Override: reduction of the loss "
+    flags.DEFINE_enum("loss_reduction", None, ["sum", "mean", "task_norm", "task_norm_sqrt", "task_norm_075"], "Override: reduction of the loss "
                       "over a batch: sum (paper, Eqs. 13-14), mean, or task_norm (beyond the paper: each sample's "
                       "term divided by its zero-filled error ||A^H y - x*||^2, weights of mean 1 per batch, so that "
                       "low-ratio tasks do not decide theta alone; docs/benchmarks_quality.md 5.10-5.11), or task_norm_sqrt "
-                      "(beyond the paper: divided by ||A^H y - x*||, between sum and task_norm; 5.13).")
+                      "(beyond the paper: divided by ||A^H y - x*||, between sum and task_norm; 5.13), or task_norm_075 "
+                      "(divided by ||A^H y - x*||^1.5; 5.28).")
     flags.DEFINE_boolean("jit_compile", None, "Override: compile the training kernels with XLA (speed only; "
                          "docs/benchmarks_training.md measures when it pays off).")
     flags.DEFINE_integer("average_checkpoints", None, "Override: meta-learning and conventional training save the "

@@ -32,7 +32,7 @@ def test_loss_is_half_squared_error_sum_and_mean():
         reconstruction_loss(tf.constant(p), tf.constant(t), "avg")
 
 
-@pytest.mark.parametrize("reduction,power", [("task_norm", 1.0), ("task_norm_sqrt", 0.5)])
+@pytest.mark.parametrize("reduction,power", [("task_norm", 1.0), ("task_norm_sqrt", 0.5), ("task_norm_075", 0.75)])
 def test_task_norm_loss_weights_each_sample_by_its_zero_filled_error(reduction, power):
     """task_norm: sum_i w_i l_i, w_i = 1/||A^H y_i - x*_i||^2 scaled to mean 1 over the batch (numpy);
     task_norm_sqrt: w_i = 1/||A^H y_i - x*_i||."""

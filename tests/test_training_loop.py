@@ -115,7 +115,7 @@ def test_conventional_and_omega_free_model(tmp_path):
     assert _loss(model, arr) < 0.7 * l0
 
 
-@pytest.mark.parametrize("reduction,power", [("task_norm", 1.0), ("task_norm_sqrt", 0.5)])
+@pytest.mark.parametrize("reduction,power", [("task_norm", 1.0), ("task_norm_sqrt", 0.5), ("task_norm_075", 0.75)])
 def test_conventional_task_norm_trains_and_reports_the_loss_relative_to_zero_filling(tmp_path, reduction, power):
     """loss_reduction="task_norm": the step loss is sum_i w_i l_i (weights of mean 1) and the held-out
     loss is each slice's error relative to its zero-filled error, averaged (NumPy reference);

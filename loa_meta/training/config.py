@@ -31,7 +31,8 @@ class TrainConfig:
         1/2 ||F(y) - x*||^2), ``"mean"`` (the same divided by the global batch size) or
         ``"task_norm"`` (beyond the paper: each sample's term weighted by 1 / its zero-filled error
         ||A^H y - x*||^2, weights of mean 1 over the batch; :mod:`loa_meta.training.losses`) or
-        ``"task_norm_sqrt"`` (beyond the paper: weights 1 / ||A^H y - x*||).
+        ``"task_norm_sqrt"`` (beyond the paper: weights 1 / ||A^H y - x*||) or ``"task_norm_075"``
+        (beyond the paper: weights 1 / ||A^H y - x*||^1.5).
       max_steps: budget of optimizer steps (gradient evaluations that update weights); ``None``
         means no step budget.
       seed: seed of every random choice made by the training code (tf.random.Generator state is

@@ -418,7 +418,7 @@ class TrainingRun:
     def evaluate(self) -> Dict[str, float]:
         """Mean per-sample loss and per-task PSNR on ``data.eval`` (or the monitor EMA).
 
-        The loss is Eq. 14 per sample, or with ``loss_reduction="task_norm"`` (``"task_norm_sqrt"``) the
+        The loss is Eq. 14 per sample, or with ``loss_reduction="task_norm"`` (``"task_norm_sqrt"``, ``"task_norm_075"``) the
         sample's error relative to its zero-filled error (to its square root; ``losses.relative_sample_loss``).
         """
         if self.data.eval is None:

@@ -20,6 +20,9 @@ Reductions (``TrainConfig.loss_reduction``):
   the square root of ``"task_norm"``'s weights: half-way (in log scale) between the sum, which
   favours the low ratios, and ``"task_norm"``, which favours the high ones. Measured in
   docs/benchmarks_quality.md 5.13.
+* ``"task_norm_075"`` (beyond the paper): w_i proportional to 1 / ||A^H y_i - x*_i||^1.5, i.e. the
+  power 0.75 of ``"task_norm"``'s weights, between ``"task_norm_sqrt"`` and ``"task_norm"``.
+  Measured in docs/benchmarks_quality.md 5.28.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ import tensorflow as tf
 
 from loa_meta.validation import check_one_of
 
-REDUCTIONS = ("sum", "mean", "task_norm", "task_norm_sqrt")
+REDUCTIONS = ("sum", "mean", "task_norm", "task_norm_sqrt", "task_norm_075")
 # The weighted reductions and the power p of their weights 1 / (||A^H y - x*||^2)^p.
-WEIGHT_POWERS = {"task_norm": 1.0, "task_norm_sqrt": 0.5}
+WEIGHT_POWERS = {"task_norm": 1.0, "task_norm_sqrt": 0.5, "task_norm_075": 0.75}
 LOSS_WEIGHT_KEY = "loss_weight"
 
 
@@ -68,7 +71,7 @@ def zero_filled_loss_weights(kspace, mask, target, power: float = 1.0) -> tf.Ten
       kspace: complex ``(B, H, W)`` measurements y (centred layout).
       mask: ``(H, W)`` or ``(B, H, W)`` sampling mask.
       target: ``(B, H, W)`` ground truth x*.
-      power: 1 for ``"task_norm"``, 0.5 for ``"task_norm_sqrt"`` (``WEIGHT_POWERS``); must be > 0.
+      power: 1 for ``"task_norm"``, 0.5 for ``"task_norm_sqrt"``, 0.75 for ``"task_norm_075"`` (``WEIGHT_POWERS``); must be > 0.
 
     Returns:
       float32 ``(B,)``, mean 1. A sample whose zero-filled error is zero (a full mask) gets the
@@ -124,7 +127,7 @@ def reconstruction_loss(prediction, target, reduction: str = "sum", global_batch
     Args:
       prediction: complex tensor ``(B, H, W)``.
       target: tensor ``(B, H, W)``.
-      reduction: ``"sum"`` (paper), ``"mean"``, ``"task_norm"`` or ``"task_norm_sqrt"`` (module docstring).
+      reduction: ``"sum"`` (paper), ``"mean"``, ``"task_norm"``, ``"task_norm_sqrt"`` or ``"task_norm_075"`` (module docstring).
       global_batch_size: divisor for ``"mean"``; defaults to this batch's size.
       weights: ``(B,)`` per-sample weights; required by the weighted reductions (from
         :func:`with_loss_weights`), not accepted by the other reductions.
