@@ -91,6 +91,47 @@ def write_config_json(workdir: str, config: Mapping[str, object], name: str = "c
     return path
 
 
+def tf_threads() -> Dict[str, object]:
+    """The CPU thread setting of this process, as far as it decides a training run's last bits.
+
+    TensorFlow's intra-op pool (set by ``TF_NUM_INTRAOP_THREADS`` or ``tf.config.threading``; by
+    default one thread per usable core) splits reductions such as a convolution's filter gradient, so
+    the same command with another thread count trains to other weights (measured:
+    docs/benchmarks_training.md, "Continuing a finished run").
+    """
+    import tensorflow as tf
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0) or cores,
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTEROP_THREADS") or 0) or cores,
+            "usable_cores": cores}
+
+
+def write_run_config(workdir: str, run_info: Mapping[str, object]) -> str:
+    """Write ``run_config.json`` with this process's :func:`tf_threads`; if the workdir already holds
+    a run started with another intra-op thread count, log a warning: resuming or continuing it then
+    does not reproduce one uninterrupted run bit for bit."""
+    from absl import logging
+
+    info = dict(run_info, tf_threads=tf_threads())
+    path = os.path.join(workdir, "run_config.json")
+    try:
+        with open(path) as fh:
+            before = json.load(fh).get("tf_threads")
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if isinstance(before, dict) and before.get("intra_op") != info["tf_threads"]["intra_op"]:
+        logging.warning("%s was trained with %s intra-op threads and continues with %s: the result will "
+                        "not be bit-identical to one uninterrupted run (set TF_NUM_INTRAOP_THREADS=%s to keep it).",
+                        workdir, before.get("intra_op"), info["tf_threads"]["intra_op"], before.get("intra_op"))
+    return write_config_json(workdir, info, name="run_config.json")
+
+
 def parse_tasks(value, flag: str = "tasks") -> List:
     """Parse a comma list of task specs (``radial:0.1,radial:0.2``) into ``TaskSpec`` objects."""
     from loa_meta.sampling import parse_task_specs

@@ -29,7 +29,7 @@ from experiments.presets import Preset, delta_tol_after, get_preset
 
 COMPLETE = "COMPLETE.json"
 MODEL_FILE = "model.keras"
-KEEP_CHECKPOINTS = 3  # checkpoints a training app keeps (TrainConfig.keep_checkpoints)
+KEEP_CHECKPOINTS = 3  # checkpoints a training app keeps at least (TrainConfig.keep_checkpoints; average_checkpoints + 1 when larger)
 
 # ----------------------------------------------------------------------------- flags
 
@@ -377,7 +377,7 @@ def _common_cfg(preset: Preset, seed: int, max_steps: Optional[int], learning_ra
                 checkpoint_every=preset.checkpoint_every, log_every=preset.log_every,
                 summary_every=preset.summary_every, image_every=preset.image_every,
                 compile_steps=preset.compile_steps, jit_compile=bool(preset.jit_compile and preset.compile_steps),
-                average_checkpoints=preset.average_checkpoints, keep_checkpoints=max(KEEP_CHECKPOINTS, preset.average_checkpoints),
+                average_checkpoints=preset.average_checkpoints, keep_checkpoints=max(KEEP_CHECKPOINTS, preset.average_checkpoints + 1),
                 init_weights=preset.init_weights)
 
 
@@ -432,7 +432,7 @@ def run_meta(data_dir: str, tasks: Sequence, workdir: str, preset: Preset, seed:
                 "num_val": int(len(val)), "num_heldout": int(len(ev)), "image_shape": list(map(int, shape)),
                 "stage_epochs": preset.meta_stage_epochs, "stage_iterations": stage_iters, "preset": preset.to_dict()}
     if _writes(strategy):
-        common.write_config_json(workdir, run_info, name="run_config.json")
+        common.write_run_config(workdir, run_info)
     logging.info("meta-learning on %s: %d D^tr / %d D^val / %d held-out slices of %s, %d phases, stages of %d "
                  "epochs (%d iterations)", [str(t) for t in tasks], len(train), len(val), len(ev), shape,
                  preset.num_phases, preset.meta_stage_epochs, stage_iters)
@@ -488,7 +488,7 @@ def run_conventional(data_dir: str, task, workdir: str, preset: Preset, model_ty
                 "image_shape": list(map(int, merged.shape[1:])), "max_steps": total, "model_type": model_type,
                 "preset": preset.to_dict()}
     if _writes(strategy):
-        common.write_config_json(workdir, run_info, name="run_config.json")
+        common.write_run_config(workdir, run_info)
     logging.info("%s training on %s: %d slices (train+val), batch %d, %d steps",
                  model_type, task, len(merged), batch, total)
     model, hist = train_conventional(cfg, workdir, data, strategy=strategy)
@@ -567,7 +567,7 @@ def run_adapt(model_path: str, data_dir: str, task, workdir: str, preset: Preset
                 "task": str(task), "task_name": task.name, "num_images": int(len(images)), "max_steps": total,
                 "seed": seed, "mask_seed": mask_seed, "start_task_id": int(start),
                 "start_task": model.task_specs[start], "initial_omega": omega0, "preset": preset.to_dict()}
-    common.write_config_json(workdir, run_info, name="run_config.json")
+    common.write_run_config(workdir, run_info)
     logging.info("adapting to %s from the omega of trained task %d (%s): sigma(omega) = %.4f",
                  task, start, model.task_specs[start], 1.0 / (1.0 + math.exp(-omega0)))
     adapted, index, hist = adapt_omega(model, cfg, workdir, data)

@@ -113,6 +113,9 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
     assert cfg.eval_every == 1 and cfg.outer_iterations_per_epoch == 3 and cfg.stairwise["stage_max_iterations"] is None
     assert 1 <= info["steps"] <= 3
     assert "sigma(omega)" in proc.stdout
+    # the thread setting that decides the last bits is recorded next to the results
+    threads = json.load(open(os.path.join(wd, "run_config.json")))["tf_threads"]
+    assert threads["intra_op"] >= 1 and threads["usable_cores"] >= 1
 
 
 @pytest.mark.xdist_group("meta_run")  # the three share one train_meta run (module fixture)
@@ -306,7 +309,7 @@ def test_presets_override_and_budget_conversion():
     # the quickstart averages its last 3 checkpoints (beyond the paper, quality 5.18)
     assert all(tc._common_cfg(pr, 0, 5)["average_checkpoints"] == 1 for pr in (PAPER, get_preset("cpu")))
     cfg = tc._common_cfg(q, 0, 5)
-    assert (cfg["average_checkpoints"], cfg["keep_checkpoints"]) == (3, 3)
+    assert (cfg["average_checkpoints"], cfg["keep_checkpoints"]) == (3, 4)  # one more: see loop._average_checkpoints
     assert tc._common_cfg(q.override(average_checkpoints=2), 0, 5)["average_checkpoints"] == 2
     # paper adaptation: 50 epochs of 100 images in batches of 8 = 650 Adam steps; at most lr per step,
     # so omega can move 6.5, more than the 2.28 between sigma(omega) = 0.66 and 0.95 (Tables 3-5)
@@ -388,3 +391,25 @@ def test_split_data_holds_out_val_tail_and_splits_the_rest_two_to_one(tmp_path):
     assert len(r["pool"]) == round(20 * 2 / 3) + round(9 * 2 / 3)
     with pytest.raises(absl_app.UsageError, match="val split has 12 slices; 12 are held out"):
         tc.split_data(data, p.override(eval_slices=12))
+
+
+def test_run_config_records_threads_and_warns_when_a_run_continues_with_another_count(tmp_path, caplog, monkeypatch):
+    """A continued run with another intra-op thread count is not bit-identical to one uninterrupted run
+    (docs/benchmarks_training.md): write_run_config records the count and warns, naming both."""
+    import logging
+
+    from experiments import common
+
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert common.tf_threads()["intra_op"] == 1  # the env var decides when the API did not set a count
+    wd = str(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        common.write_run_config(wd, {"app": "x"})
+    assert not [r for r in caplog.records if "intra-op" in r.getMessage()]
+    assert json.load(open(os.path.join(wd, "run_config.json")))["tf_threads"]["intra_op"] == 1
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    with caplog.at_level(logging.WARNING):
+        common.write_run_config(wd, {"app": "x"})
+    msgs = [r.getMessage() for r in caplog.records if "intra-op" in r.getMessage()]
+    assert len(msgs) == 1 and "with 1 intra-op threads and continues with 3" in msgs[0], msgs
+    assert json.load(open(os.path.join(wd, "run_config.json")))["tf_threads"]["intra_op"] == 3

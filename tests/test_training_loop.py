@@ -310,6 +310,41 @@ def test_average_checkpoints_returns_the_mean_of_the_last_k_and_keeps_the_last_i
         ConventionalConfig(average_checkpoints=0).validate()
 
 
+def test_continuing_a_finished_run_equals_one_run_of_the_larger_budget(tmp_path):
+    """A finished meta-learning run given a larger max_steps continues to the uninterrupted run's
+    checkpoints, weights and averaged model bit for bit, also when the first budget ended between two
+    checkpoints (outer 5, a checkpoint every 2): the averaging window skips that off-cadence checkpoint,
+    which one run of the larger budget never writes (before: the windows were 5/6/8 and 4/6/8).
+    Both runs in one process: another thread count changes the last bits (docs/benchmarks_training.md)."""
+    def data():  # fresh datasets (a second iterator reshuffles), built under the same global seed (their
+        tf.random.set_seed(0)  # shuffle order depends on it, and the first run sets it)
+        return _meta_data(seed=3)[2]
+
+    kw = dict(delta0=1e-12, delta_tol=1e-13, max_inner_iterations=1, learning_rate=1e-2, omega_learning_rate=1e-2,
+              checkpoint_every=2, keep_checkpoints=4, average_checkpoints=3, log_every=50, image_every=0,
+              stairwise={"enabled": False, "max_phases": 2})
+    fn = lambda p: ToyUnrolled(p)  # noqa: E731
+    full, hf = train_meta(MetaConfig(max_steps=16, **kw), str(tmp_path / "full"), data(), model_fn=fn)
+    first, h1 = train_meta(MetaConfig(max_steps=10, **kw), str(tmp_path / "cont"), data(), model_fn=fn)
+    assert [os.path.basename(p) for p in h1["averaged_checkpoints"]] == ["ckpt-2", "ckpt-4", "ckpt-5"]
+    cont, hc = train_meta(MetaConfig(max_steps=16, **kw), str(tmp_path / "cont"), data(), model_fn=fn)
+    assert [h["step"] for h in hc["steps"]][0] == 11
+    ck = tf.train.get_checkpoint_state(str(tmp_path / "cont" / "ckpt"))
+    assert [os.path.basename(p) for p in ck.all_model_checkpoint_paths] == ["ckpt-4", "ckpt-5", "ckpt-6", "ckpt-8"]
+    for h in (hf, hc):
+        assert [os.path.basename(p) for p in h["averaged_checkpoints"]] == ["ckpt-4", "ckpt-6", "ckpt-8"]
+    for a, b in zip(full.weights, cont.weights):
+        assert np.array_equal(a.numpy(), b.numpy()), a.name
+    ra, rb = (tf.train.load_checkpoint(str(tmp_path / d / "ckpt" / "ckpt-8")) for d in ("full", "cont"))
+    keys = [k for k in ra.get_variable_to_shape_map() if k.endswith("VARIABLE_VALUE") and "save_counter" not in k]
+    assert len(keys) > 30 and any(k.startswith("opt_theta/_variables") for k in keys)
+    for k in keys:
+        assert np.array_equal(ra.get_tensor(k), rb.get_tensor(k)), k
+    # the averaged model is not the last iterate, so the window really decides it
+    w1 = next(v for v in full.weights if v.name.endswith("w1"))
+    assert np.max(np.abs(w1.numpy() - ra.get_tensor("model/w1/.ATTRIBUTES/VARIABLE_VALUE"))) > 1e-4
+
+
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_grappler_is_off_during_a_deterministic_run_and_restored_after(tmp_path, deterministic):
     """config.deterministic switches TensorFlow's graph optimizer off while the run lasts (the

@@ -68,7 +68,8 @@ class TrainConfig:
       global_clipnorm: if set, Adam rescales each step's gradients so that their global norm is at
         most this (Keras ``global_clipnorm``; beyond the paper, which states no clipping; None = off).
       average_checkpoints: the returned (and saved) model's weights are the uniform average of the
-        last this many checkpoints of the final stage (Polyak-style averaging of the iterates,
+        last this many checkpoints of the final stage: the final one and the latest on the
+        ``checkpoint_every`` cadence before it (Polyak-style averaging of the iterates,
         ``checkpoint_every`` outer iterations apart; beyond the paper, which keeps the last iterate:
         1, the default). At most ``keep_checkpoints``; the checkpoints keep the last iterate, so a
         resumed run continues from it.

@@ -595,18 +595,28 @@ class TrainingRun:
     def _average_checkpoints(self, k: int) -> List[str]:
         """Set the model's weights to the uniform average of the last ``k`` checkpoints of the
         current stage (same phases and stage, after at least one outer iteration;
-        TrainConfig.average_checkpoints). Read from the run directory (the chief's), after the
-        final checkpoint is written; returns their paths."""
+        TrainConfig.average_checkpoints): the final checkpoint and the ``k - 1`` latest ones on the
+        ``checkpoint_every`` cadence before it. Read from the run directory (the chief's), after the
+        final checkpoint is written; returns their paths.
+
+        Off-cadence checkpoints other than the final one are skipped: a finished run continued with a
+        larger budget keeps the checkpoint its first budget ended on (say outer 5 with a checkpoint
+        every 2), which one uninterrupted run of the larger budget never writes; skipping it makes the
+        window, and so the saved model, the uninterrupted run's (the apps keep ``k + 1`` checkpoints
+        so that it cannot push a needed one out; ``test_training_loop.py``). A stair-wise stage's
+        start-of-stage checkpoint (the new phase untrained) is off-cadence too and skipped."""
         d = checkpointing.checkpoint_dir(self.workdir)
         state = tf.train.get_checkpoint_state(d)
         paths = list(state.all_model_checkpoint_paths) if state is not None else []
         stage, phases = int(self.state["stage"].numpy()), _num_phases(self.model)
+        final_outer, every = int(self.state["outer"].numpy()), int(self.config.checkpoint_every)
         chosen = []
         for path in reversed(paths):
             v = checkpointing.read_checkpoint_values(path, ["stage", "num_phases", "outer"])
+            outer = int(v.get("outer", 0))
             # the start-of-run checkpoint (outer 0) holds the initial weights: never averaged in
-            if (int(v.get("stage", -1)) == stage and int(v.get("num_phases", -1)) == phases
-                    and int(v.get("outer", 0)) > 0):
+            if (int(v.get("stage", -1)) == stage and int(v.get("num_phases", -1)) == phases and outer > 0
+                    and (outer == final_outer or outer % every == 0)):
                 chosen.append(path)
             if len(chosen) == k:
                 break
