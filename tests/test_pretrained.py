@@ -129,11 +129,11 @@ def test_shipped_demo_model_loads_and_its_card_states_tv():
     assert model.num_phases == 3 and model.filters == 16 and model.num_tasks == 4
     # the shipped model runs Algorithm 1 as it was trained: the recipe's --nosafeguard is kept in the model
     assert model.safeguard == ("--nosafeguard" not in DEMO_T1_RADIAL_TRAIN)
-    # the card's claim (docs/benchmarks_quality.md 5.18, re-scored in 5.21 against the converged 1000-iteration
-    # TV): PSNR above TV at every seen ratio, by at least the 0.5 dB at 20-40 % (+0.19 dB at 10 %)
+    # the card's claim (docs/benchmarks_quality.md 5.28, against the converged 1000-iteration TV): PSNR above
+    # TV at every seen ratio, by at least the 0.5 dB at 20-40 % (+0.34 dB at 10 %)
     for task in {t for t, _ in rows}:
         margin = rows[(task, "Meta-learning")] - rows[(task, "TV")]
-        assert margin >= (0.1 if task == "radial_0.10" else 0.5), (task, margin)
+        assert margin >= (0.3 if task == "radial_0.10" else 0.5), (task, margin)
 
 
 def test_publish_rejects_a_bad_name_as_a_name_error_before_reading_anything(tmp_path):
