@@ -30,6 +30,9 @@ from experiments.presets import Preset, delta_tol_after, get_preset
 COMPLETE = "COMPLETE.json"
 MODEL_FILE = "model.keras"
 KEEP_CHECKPOINTS = 3  # checkpoints a training app keeps at least (TrainConfig.keep_checkpoints; average_checkpoints + 1 when larger)
+# = loa_meta.training.losses.REDUCTIONS (tests/test_experiments_train.py checks it); not imported from there so
+# that flag errors do not wait for TensorFlow to load
+LOSS_REDUCTIONS = ("sum", "mean", "task_norm", "task_norm_sqrt", "task_norm_075")
 
 # ----------------------------------------------------------------------------- flags
 
@@ -66,7 +69,7 @@ def define_model_option_flags() -> None:
     flags.DEFINE_float("global_clipnorm", None, "Override: Adam global gradient-norm clipping (paper: none).")
     flags.DEFINE_boolean("safeguard", None, "Override: Algorithm 1's safeguard, lines 5-16 (paper: on; "
                          "--nosafeguard is beyond the paper: every phase takes the learned update u).")
-    flags.DEFINE_enum("loss_reduction", None, ["sum", "mean", "task_norm", "task_norm_sqrt", "task_norm_075"], "Override: reduction of the loss "
+    flags.DEFINE_enum("loss_reduction", None, list(LOSS_REDUCTIONS), "Override: reduction of the loss "
                       "over a batch: sum (paper, Eqs. 13-14), mean, or task_norm (beyond the paper: each sample's "
                       "term divided by its zero-filled error ||A^H y - x*||^2, weights of mean 1 per batch, so that "
                       "low-ratio tasks do not decide theta alone; docs/benchmarks_quality.md 5.10-5.11), or task_norm_sqrt "

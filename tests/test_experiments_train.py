@@ -310,6 +310,8 @@ def test_presets_override_and_budget_conversion():
     assert all(tc._common_cfg(pr, 0, 5)["average_checkpoints"] == 1 for pr in (PAPER, get_preset("cpu")))
     cfg = tc._common_cfg(q, 0, 5)
     assert (cfg["average_checkpoints"], cfg["keep_checkpoints"]) == (3, 4)  # one more: see loop._average_checkpoints
+    from loa_meta.training.losses import REDUCTIONS
+    assert tc.LOSS_REDUCTIONS == REDUCTIONS  # the --loss_reduction flag offers exactly the library's reductions
     assert tc._common_cfg(q.override(average_checkpoints=2), 0, 5)["average_checkpoints"] == 2
     # paper adaptation: 50 epochs of 100 images in batches of 8 = 650 Adam steps; at most lr per step,
     # so omega can move 6.5, more than the 2.28 between sigma(omega) = 0.66 and 0.95 (Tables 3-5)

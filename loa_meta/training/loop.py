@@ -418,8 +418,9 @@ class TrainingRun:
     def evaluate(self) -> Dict[str, float]:
         """Mean per-sample loss and per-task PSNR on ``data.eval`` (or the monitor EMA).
 
-        The loss is Eq. 14 per sample, or with ``loss_reduction="task_norm"`` (``"task_norm_sqrt"``, ``"task_norm_075"``) the
-        sample's error relative to its zero-filled error (to its square root; ``losses.relative_sample_loss``).
+        The loss is Eq. 14 per sample, or with a weighted ``loss_reduction`` (``"task_norm"``,
+        ``"task_norm_sqrt"``, ``"task_norm_075"``) the sample's error relative to its zero-filled error
+        raised to the reduction's power (1, 0.5, 0.75; ``losses.relative_sample_loss``).
         """
         if self.data.eval is None:
             return {"loss": float(self.state["monitor_ema"].numpy())}
