@@ -121,6 +121,21 @@ def ssim(x, ref, data_range: Optional[float] = None, win_size: int = SSIM_WIN) -
       data_range: optional fixed L instead of max|ref|.
       win_size: odd side of the uniform window (default 7, as scikit-image and fastMRI).
     """
+    s = ssim_map(x, ref, data_range=data_range, win_size=win_size)
+    return _out(s.reshape((-1,) + s.shape[-2:]).mean(axis=(-2, -1)), s.ndim == 2)
+
+
+def ssim_map(x, ref, data_range: Optional[float] = None, win_size: int = SSIM_WIN) -> np.ndarray:
+    """The SSIM of every ``win_size`` x ``win_size`` window that fits inside the image; :func:`ssim`
+    is its mean. Entry ``[i, j]`` belongs to the window whose top-left pixel is ``(i, j)``, i.e.
+    centred on pixel ``(i + win_size // 2, j + win_size // 2)``; it equals scikit-image's
+    ``structural_similarity(ref, x, data_range=max|ref|, full=True)[1]`` with ``win_size // 2``
+    pixels cropped on every side (scikit-image pads the map there and leaves those pixels out of its
+    mean too). Where in the image a reconstruction loses SSIM: ``docs/metrics.md``.
+
+    Returns:
+      ``(H - win_size + 1, W - win_size + 1)`` for an ``(H, W)`` input, else ``(N, ...)`` float64.
+    """
     x, ref, single = _prepare(x, ref)
     if win_size < 2 or win_size % 2 == 0 or win_size > min(x.shape[-2:]):
         raise ValueError(
@@ -135,7 +150,7 @@ def ssim(x, ref, data_range: Optional[float] = None, win_size: int = SSIM_WIN) -
     uxy = _box_mean_valid(x * ref, win_size)
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return _out(s.mean(axis=(-2, -1)), single)
+    return s[0] if single else s
 
 
 # ----------------------------------------------------------------------------- TensorFlow

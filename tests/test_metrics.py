@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from loa_meta.metrics import nmse, psnr, ssim, tf_nmse, tf_psnr, tf_ssim
+from loa_meta.metrics import nmse, psnr, ssim, ssim_map, tf_nmse, tf_psnr, tf_ssim
 
 
 def _pair(rng, n=3, h=12, w=14, noise=0.1, complex_=False):
@@ -31,6 +31,27 @@ def test_against_skimage_and_manual(rng, complex_):
     # Single slices return floats.
     assert isinstance(psnr(x[0], ref[0]), float) and psnr(x[0], ref[0]) == pytest.approx(p[0])
     assert isinstance(ssim(x[1], ref[1]), float) and ssim(x[1], ref[1]) == pytest.approx(s[1])
+
+
+def test_ssim_map_is_skimage_full_map_without_its_border_and_averages_to_ssim(rng):
+    x, ref = _pair(rng, h=15, w=19, noise=0.2, complex_=True)
+    maps = ssim_map(x, ref)
+    assert maps.shape == (3, 15 - 6, 19 - 6)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), ssim(x, ref), rtol=0, atol=1e-12)
+    for i in range(3):
+        mr, mx = np.abs(ref[i]), np.abs(x[i])
+        _, full = structural_similarity(mr, mx, data_range=mr.max(), win_size=7, full=True)
+        np.testing.assert_allclose(ssim_map(x[i], ref[i]), full[3:-3, 3:-3], rtol=0, atol=1e-10)
+    # A window of the ground truth that is all zero (air) scores c2 / (var_x + c2) when x has noise there:
+    # the map locates such losses (a 5x5 window, win_size 5, fixed data range 1).
+    ref0 = np.zeros((5, 5))
+    x0 = np.zeros((5, 5))
+    x0[::2, ::2] = 0.03  # 9 of 25 pixels
+    v = 25 / 24 * (np.mean(x0**2) - np.mean(x0) ** 2)
+    c1, c2 = 0.01**2, 0.03**2
+    expect = c1 / (np.mean(x0) ** 2 + c1) * c2 / (v + c2)
+    assert ssim_map(x0, ref0, data_range=1.0, win_size=5)[0, 0] == pytest.approx(expect, rel=1e-12)
+    assert ssim(x0, ref0, data_range=1.0, win_size=5) == pytest.approx(expect, rel=1e-12)
 
 
 def test_nmse_uses_reference_in_denominator(rng):
