@@ -37,7 +37,8 @@ flags.DEFINE_string("split", "test", "Split to score.")
 flags.DEFINE_list("tasks", None, "Task specs, e.g. radial:0.1,radial:0.2.")
 flags.DEFINE_string("mask_dir", None, "Directory of saved masks <task.name>.npy (else built from --mask_seed).")
 flags.DEFINE_integer("mask_seed", 0, "Seed of masks built from the task specs.")
-flags.DEFINE_list("models", [], "METHOD=PATH of shared .keras models (pretrained:NAME allowed).")
+flags.DEFINE_list("models", [], "METHOD=PATH of .keras models (pretrained:NAME allowed); '{task}' in PATH: one "
+                  "model per task (conventional training), as in experiments.evaluate.")
 flags.DEFINE_string("tv_config", None, "config.json of an experiments.evaluate run: its tuned tv_lambdas.")
 flags.DEFINE_list("tv_lambdas", None, "TASK=LAMBDA per task (task names as radial_0.10), instead of --tv_config.")
 flags.DEFINE_integer("tv_iters", 1000, "Chambolle-Pock iterations of TV (evaluate's default).", lower_bound=1)
@@ -112,6 +113,13 @@ def main(argv):
         if "=" not in item:
             raise common.usage_error("models", f"expected METHOD=PATH, but received: {item!r}")
         method, path = item.split("=", 1)
+        if "{task}" in path:  # one model per task (conventional training), as in experiments.evaluate
+            recons[method] = {}
+            for t in tasks:
+                model = common.load_model(path.replace("{task}", t.name), flag="models")
+                recons[method].update(evaluate_model(model_reconstruct_fn(model), images, {t.name: masks[t.name]},
+                                                     task_ids=[0], keep=keep))
+            continue
         model = common.load_model(path, flag="models")
         recons[method] = evaluate_model(model_reconstruct_fn(model), images, masks,
                                         task_ids=model_task_ids(model, tasks), keep=keep)
