@@ -32,19 +32,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import common  # noqa: E402
 
-flags.DEFINE_string("data_dir", None, "Prepared dataset directory (data_prep.brats output).")
-flags.DEFINE_string("split", "test", "Split to score.")
-flags.DEFINE_list("tasks", None, "Task specs, e.g. radial:0.1,radial:0.2.")
-flags.DEFINE_string("mask_dir", None, "Directory of saved masks <task.name>.npy (else built from --mask_seed).")
-flags.DEFINE_integer("mask_seed", 0, "Seed of masks built from the task specs.")
-flags.DEFINE_list("models", [], "METHOD=PATH of .keras models (pretrained:NAME allowed); '{task}' in PATH: one "
-                  "model per task (conventional training), as in experiments.evaluate.")
-flags.DEFINE_string("tv_config", None, "config.json of an experiments.evaluate run: its tuned tv_lambdas.")
-flags.DEFINE_list("tv_lambdas", None, "TASK=LAMBDA per task (task names as radial_0.10), instead of --tv_config.")
-flags.DEFINE_integer("tv_iters", 1000, "Chambolle-Pock iterations of TV (evaluate's default).", lower_bound=1)
-flags.DEFINE_float("air", 0.05, "A window (a pixel) is air if the ground truth's maximum over it (its value) "
-                   "is below this fraction of the slice's peak.", lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_string("output", None, "JSON file of the results (written atomically).")
+
+def define_flags() -> None:
+    """The app's flags; defined only when it runs, so that tests can import the functions beside other probes."""
+    flags.DEFINE_string("data_dir", None, "Prepared dataset directory (data_prep.brats output).")
+    flags.DEFINE_string("split", "test", "Split to score.")
+    flags.DEFINE_list("tasks", None, "Task specs, e.g. radial:0.1,radial:0.2.")
+    flags.DEFINE_string("mask_dir", None, "Directory of saved masks <task.name>.npy (else built from --mask_seed).")
+    flags.DEFINE_integer("mask_seed", 0, "Seed of masks built from the task specs.")
+    flags.DEFINE_list("models", [], "METHOD=PATH of .keras models (pretrained:NAME allowed); '{task}' in PATH: one "
+                      "model per task (conventional training), as in experiments.evaluate.")
+    flags.DEFINE_string("tv_config", None, "config.json of an experiments.evaluate run: its tuned tv_lambdas.")
+    flags.DEFINE_list("tv_lambdas", None, "TASK=LAMBDA per task (task names as radial_0.10), instead of --tv_config.")
+    flags.DEFINE_integer("tv_iters", 1000, "Chambolle-Pock iterations of TV (evaluate's default).", lower_bound=1)
+    flags.DEFINE_float("air", 0.05, "A window (a pixel) is air if the ground truth's maximum over it (its value) "
+                       "is below this fraction of the slice's peak.", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_string("output", None, "JSON file of the results (written atomically).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -155,4 +160,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
