@@ -67,7 +67,7 @@ def region_scores(recon: np.ndarray, target: np.ndarray, air: float, win: int) -
     air_win = window_max(target, win) < air * peak
     air_pix = target < air * peak
     share = air_win.mean()
-    rms = np.sqrt(np.sum(np.where(air_pix, recon**2, 0.0)) / max(air_pix.sum(), 1)) / float(peak.mean())
+    rms = np.sqrt(np.sum(np.where(air_pix, (recon / peak) ** 2, 0.0)) / max(air_pix.sum(), 1))  # each slice's peak
     return {
         "psnr": float(np.mean(psnr(recon, target))),
         "ssim": float(maps.mean()),
@@ -108,7 +108,10 @@ def main(argv):
     if missing:
         raise common.usage_error("tv_config" if FLAGS.tv_config else "tv_lambdas", f"no TV lambda for the tasks {missing}")
 
-    images = load_split(FLAGS.data_dir, FLAGS.split)
+    try:
+        images = load_split(FLAGS.data_dir, FLAGS.split)
+    except ValueError as e:
+        raise common.usage_error("data_dir", str(e)) from None
     n, h, w = images.shape
     target = np.abs(images).astype(np.float64)
     masks, _ = common.load_task_masks(tasks, (h, w), FLAGS.mask_dir, FLAGS.mask_seed)
