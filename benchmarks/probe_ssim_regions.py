@@ -117,20 +117,19 @@ def main(argv):
     masks, _ = common.load_task_masks(tasks, (h, w), FLAGS.mask_dir, FLAGS.mask_seed)
     keep = tuple(range(n))
     recons = {"Zero-filled": evaluate_model(zero_filled_fn, images, masks, keep=keep)}
-    for item in FLAGS.models:
-        if "=" not in item:
-            raise common.usage_error("models", f"expected METHOD=PATH, but received: {item!r}")
-        method, path = item.split("=", 1)
-        if "{task}" in path:  # one model per task (conventional training), as in experiments.evaluate
-            recons[method] = {}
+    specs = common.parse_model_specs(FLAGS.models)  # METHOD=PATH, '{task}' and pretrained:NAME as in evaluate
+    common.check_model_files(specs, tasks)
+    for spec in specs:
+        if spec.per_task:  # one model per task (conventional training)
+            recons[spec.method] = {}
             for t in tasks:
-                model = common.load_model(path.replace("{task}", t.name), flag="models")
-                recons[method].update(evaluate_model(model_reconstruct_fn(model), images, {t.name: masks[t.name]},
-                                                     task_ids=[0], keep=keep))
-            continue
-        model = common.load_model(path, flag="models")
-        recons[method] = evaluate_model(model_reconstruct_fn(model), images, masks,
-                                        task_ids=model_task_ids(model, tasks), keep=keep)
+                model = common.load_model(spec.path_for(t), flag="models")
+                recons[spec.method].update(evaluate_model(model_reconstruct_fn(model), images, {t.name: masks[t.name]},
+                                                          task_ids=[0], keep=keep))
+        else:
+            model = common.load_model(spec.path, flag="models")
+            recons[spec.method] = evaluate_model(model_reconstruct_fn(model), images, masks,
+                                                 task_ids=model_task_ids(model, tasks), keep=keep)
     start = time.time()
     recons["TV"] = {}
     for t in tasks:
