@@ -122,7 +122,7 @@ def ssim(x, ref, data_range: Optional[float] = None, win_size: int = SSIM_WIN) -
       win_size: odd side of the uniform window (default 7, as scikit-image and fastMRI).
     """
     s = ssim_map(x, ref, data_range=data_range, win_size=win_size)
-    return _out(s.reshape((-1,) + s.shape[-2:]).mean(axis=(-2, -1)), s.ndim == 2)
+    return float(s.mean()) if s.ndim == 2 else s.mean(axis=(-2, -1))
 
 
 def ssim_map(x, ref, data_range: Optional[float] = None, win_size: int = SSIM_WIN) -> np.ndarray:
