@@ -42,8 +42,8 @@ def test_ssim_map_is_skimage_full_map_without_its_border_and_averages_to_ssim(rn
         mr, mx = np.abs(ref[i]), np.abs(x[i])
         _, full = structural_similarity(mr, mx, data_range=mr.max(), win_size=7, full=True)
         np.testing.assert_allclose(ssim_map(x[i], ref[i]), full[3:-3, 3:-3], rtol=0, atol=1e-10)
-    # A window of the ground truth that is all zero (air) scores c2 / (var_x + c2) when x has noise there:
-    # the map locates such losses (a 5x5 window, win_size 5, fixed data range 1).
+    # A window of the ground truth that is all zero (air) scores c1 / (mean_x^2 + c1) * c2 / (var_x + c2)
+    # when x has signal there: the map locates such losses (a 5x5 window, win_size 5, fixed data range 1).
     ref0 = np.zeros((5, 5))
     x0 = np.zeros((5, 5))
     x0[::2, ::2] = 0.03  # 9 of 25 pixels
