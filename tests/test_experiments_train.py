@@ -213,8 +213,23 @@ def test_ista_steps_factor_scales_only_the_istanet_budget():
     assert (tc.conventional_steps(p, 6, "ista_net_plus"), tc.conventional_steps(p, 6, "loa")) == (3, 1)
     # an explicit max_steps (the apps' --max_steps) is taken as given
     assert tc.conventional_steps(p, 6, "ista_net_plus", max_steps=2) == 2
-    # cpu: 12 epochs of 92 slices in batches of 8 = 144 steps (cap 150); ISTA-Net+ 8 x 144
-    assert (tc.conventional_steps(CPU, 92), tc.conventional_steps(CPU, 92, "ista_net_plus")) == (144, 1152)
+    # cpu: 23 epochs of 92 slices in batches of 8 = 265 steps, capped at 250; ISTA-Net+ 4 x 250
+    assert (tc.conventional_steps(CPU, 92), tc.conventional_steps(CPU, 92, "ista_net_plus")) == (250, 1000)
+
+
+def test_cpu_preset_is_the_quickstart_recipe_plus_the_protocol():
+    """``reproduce --preset=cpu`` trains every stage with the quickstart's measured recipe, so its seen-ratio
+    meta-learning and conventional rows (and the adapted radial 25 %) are the quickstart's on the same data."""
+    import dataclasses
+
+    from experiments.presets import CPU, QUICKSTART
+
+    differ = {f.name for f in dataclasses.fields(CPU) if getattr(CPU, f.name) != getattr(QUICKSTART, f.name)}
+    assert differ == {"name", "ista_steps_factor"}
+    # the fixes of issue 11 are on: eps_0 floored (no collapse), 16 kernels, no safeguard in training, the
+    # per-sample normalised loss, lambda_0 = 1e-8, the last 3 checkpoints averaged
+    assert (CPU.eps0_floor, CPU.filters, CPU.safeguard, CPU.loss_reduction, CPU.lambda0, CPU.average_checkpoints) == (
+        1e-3, 16, False, "task_norm", 1e-8, 3)
 
 
 # ----------------------------------------------------------------------------- bad flags
@@ -294,9 +309,9 @@ def test_presets_override_and_budget_conversion():
     # Adam lr 1e-3 (Section 4.2) for theta and, not stated, omega in Algorithm 2
     assert (PAPER.learning_rate, PAPER.omega_learning_rate) == (1e-3, 1e-3)
     # the Algorithm 1 safeguard (lines 5-13) is on in the network of every preset, meta and conventional,
-    # except the quickstart's (beyond the paper, measured: docs/benchmarks_quality.md 5.5-5.8)
+    # except the quickstart's and the cpu preset's (beyond the paper, measured: docs/benchmarks_quality.md 5.5-5.8)
     for pr in (PAPER, q, get_preset("cpu"), get_preset("tiny")):
-        on = pr.name != "quickstart"
+        on = pr.name not in ("quickstart", "cpu")
         assert LOANet(num_phases=1, **pr.model_kwargs()).safeguard is on
         assert LOANet(num_phases=1, use_task_weights=False, **pr.conventional_kwargs()).safeguard is on
         # the plateau rule is live (evaluations on held-out slices) and Algorithm 2 splits 2 : 1
@@ -305,11 +320,12 @@ def test_presets_override_and_budget_conversion():
     assert tc._common_cfg(q, 0, 5)["jit_compile"] is False
     assert tc._common_cfg(q.override(jit_compile=True), 0, 5)["jit_compile"] is True
     assert tc._common_cfg(get_preset("tiny").override(jit_compile=True), 0, 5)["jit_compile"] is False
-    # --average_checkpoints reaches TrainConfig; the paper and cpu presets keep the last iterate (the paper's),
-    # the quickstart averages its last 3 checkpoints (beyond the paper, quality 5.18)
-    assert all(tc._common_cfg(pr, 0, 5)["average_checkpoints"] == 1 for pr in (PAPER, get_preset("cpu")))
-    cfg = tc._common_cfg(q, 0, 5)
-    assert (cfg["average_checkpoints"], cfg["keep_checkpoints"]) == (3, 4)  # one more: see loop._average_checkpoints
+    # --average_checkpoints reaches TrainConfig; the paper preset keeps the last iterate (the paper's),
+    # the quickstart and cpu presets average their last 3 checkpoints (beyond the paper, quality 5.18)
+    assert tc._common_cfg(PAPER, 0, 5)["average_checkpoints"] == 1
+    for pr in (q, get_preset("cpu")):
+        cfg = tc._common_cfg(pr, 0, 5)
+        assert (cfg["average_checkpoints"], cfg["keep_checkpoints"]) == (3, 4)  # one more: see loop._average_checkpoints
     from loa_meta.training.losses import REDUCTIONS
     assert tc.LOSS_REDUCTIONS == REDUCTIONS  # the --loss_reduction flag offers exactly the library's reductions
     assert tc._common_cfg(q.override(average_checkpoints=2), 0, 5)["average_checkpoints"] == 2

@@ -43,7 +43,7 @@ def test_schedule_decays_once_per_epoch_and_the_paper_stage_lasts_107_epochs():
     # every preset's stage length in epochs is exactly what its delta_tol says
     for epochs in (1, 2, 3, 107):
         assert PAPER.override(delta_tol=delta_tol_after(epochs)).meta_stage_epochs == epochs
-    assert {p.name: p.meta_stage_epochs for p in PRESETS.values()} == {"paper": 107, "cpu": 3, "tiny": 1,
+    assert {p.name: p.meta_stage_epochs for p in PRESETS.values()} == {"paper": 107, "cpu": 17, "tiny": 1,
                                                                         "quickstart": 17}
 
 
