@@ -5,11 +5,21 @@ Edit the sources, then run ``python docs/build_docs.py``; ``--check`` exits 1 if
 stale (``tests/test_docs.py`` runs it).
 """
 
+import os
 import pathlib
+import re
 import sys
 
 root = pathlib.Path(__file__).resolve().parents[1]
 built = {}
+_LINK = re.compile(r"(\]\()(?!https?://|#|/)([^)\s]+)(\))")
+
+
+def from_docs(line: str) -> str:
+    """A line of docs/<source>.md as it must read in a file at the repository root: its relative
+    Markdown links (``[text](results/x.png)``, ``(../benchmarks/x.py)``) re-rooted at the repository."""
+    return _LINK.sub(lambda m: m.group(1) + os.path.normpath("docs/" + m.group(2)).replace(os.sep, "/") + m.group(3), line)
+
 parts = [("foundation", "Physics, masks, metrics, Docker (issue 2)"), ("network", "LOA network: Algorithm 1 and Eqs. 4-12, 19-20, A2 (issue 3)"),
          ("ista_net_plus", "ISTA-Net+ baseline (issue 3)"), ("training", "Training: Eqs. 13-18, Algorithm 2, Sections 4.2, 5.2, 5.4 (issue 4)"),
          ("data", "Data: Section 5.1 (issue 5)"), ("evaluation", "Evaluation: Eqs. 21-23 protocol, Tables 1-5, Figs. 1-6 (issue 6)"),
@@ -64,7 +74,7 @@ for name, title in bparts:
     lines = p.read_text().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    lines = [("#" + l) if l.startswith("#") else l for l in lines]
+    lines = [("#" + l) if l.startswith("#") else from_docs(l) for l in lines]
     out += [f"## {title}", ""] + lines + [""]
 built[root / "BENCHMARKS.md"] = "\n".join(out).rstrip() + "\n"
 

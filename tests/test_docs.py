@@ -66,3 +66,14 @@ def test_assembled_fidelity_and_benchmarks_are_up_to_date():
 
     result = subprocess.run([sys.executable, str(ROOT / "docs" / "build_docs.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("doc", ["BENCHMARKS.md", "docs/FIDELITY.md", "README.md", "docs/benchmarks_quality.md",
+                                 "docs/benchmarks_classical.md"])
+def test_relative_markdown_links_resolve(doc):
+    """Every relative link or image of a document points at an existing file from where that document is
+    (BENCHMARKS.md is assembled at the root from docs/benchmarks_*.md: build_docs re-roots their links)."""
+    path = ROOT / doc
+    targets = re.findall(r"\]\((?!https?://|#|mailto:)([^)\s]+)\)", path.read_text())
+    missing = [t for t in targets if not (path.parent / t.split("#")[0]).exists()]
+    assert not missing, f"{doc} links to missing files: {missing}"
