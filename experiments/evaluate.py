@@ -40,6 +40,10 @@ flags.DEFINE_list("models", [], "Comma list METHOD=PATH of .keras models; '{task
                   "pretrained:NAME (a model shipped with the package, loa_meta.pretrained).")
 flags.DEFINE_list("task_ids", None, "Task ids fed to shared (non-{task}) models, one per task; default: each "
                   "task's id among the task specs the model was trained on (an unknown spec is an error).")
+flags.DEFINE_list("iterations", None, "Iterations of Algorithm 1 run by LOA models, one per task (0 = the model's "
+                  "trained phases T): more than T runs the learned algorithm on with its last phase's step sizes "
+                  "(LOANet.reconstruct(num_iterations=...); beyond the paper, choose them on a selection split, "
+                  "never on test: benchmarks/probe_iterations.py). Default: T for every task.")
 flags.DEFINE_string("workdir", None, "Output directory for tables, figures and config.json.")
 flags.DEFINE_integer("batch_size", 8, "Slices per model call.", lower_bound=1)
 flags.DEFINE_integer("max_slices", 0, "If > 0, evaluate only the first N slices (smoke tests).", lower_bound=0)
@@ -83,6 +87,7 @@ def main(argv):
         raise common.usage_error("models", "nothing to evaluate: give --models, --classical or --zero_filled")
     common.check_model_files(models, tasks)
     task_ids = common.parse_int_list(FLAGS.task_ids, "task_ids", length=len(tasks))
+    iterations = common.parse_int_list(FLAGS.iterations, "iterations", length=len(tasks))
     zoom_box = common.parse_int_list(FLAGS.zoom_box, "zoom_box", length=4)
     tv_grid = []
     for g in FLAGS.tv_lambda_grid:
@@ -115,7 +120,7 @@ def main(argv):
     kw = dict(batch_size=FLAGS.batch_size, noise_sigma=FLAGS.noise_sigma, noise_seed=FLAGS.noise_seed,
               keep=(FLAGS.figure_slice,))
 
-    results, tv_lambdas, loaded, task_ids_of = {}, {}, {}, {}
+    results, tv_lambdas, loaded, task_ids_of, applied = {}, {}, {}, {}, set()
     if FLAGS.zero_filled:
         results["Zero-filled"] = evaluate_model(zero_filled_fn, images, masks, **kw)
     for spec in models:
@@ -124,8 +129,8 @@ def main(argv):
             for t in tasks:
                 model = common.load_model(spec.path_for(t), flag="models")
                 loaded[(spec.method, t.name)] = model
-                per_task.update(evaluate_model(model_reconstruct_fn(model), images, {t.name: masks[t.name]},
-                                               task_ids=[0], model=model, **kw))
+                fn = _recon_fn(model, iterations[tasks.index(t)] if iterations else 0, spec.method, applied)
+                per_task.update(evaluate_model(fn, images, {t.name: masks[t.name]}, task_ids=[0], model=model, **kw))
             results[spec.method] = per_task
         else:
             model = common.load_model(spec.path, flag="models")
@@ -145,8 +150,9 @@ def main(argv):
                     "task_ids", f"model {spec.path} has {int(n_tasks)} tasks but task id "
                                 f"{max(task_ids_of[spec.method])} was requested"
                 )
-            results[spec.method] = evaluate_model(model_reconstruct_fn(model), images, masks,
-                                                  task_ids=task_ids_of[spec.method], model=model, **kw)
+            fns = {t.name: _recon_fn(model, iterations[i] if iterations else 0, spec.method, applied)
+                   for i, t in enumerate(tasks)}
+            results[spec.method] = evaluate_model(fns, images, masks, task_ids=task_ids_of[spec.method], model=model, **kw)
     if FLAGS.classical or FLAGS.sigpy:
         val = None
         if FLAGS.tv_lambda is None:
@@ -210,15 +216,28 @@ def main(argv):
     config = _resolved_flags()
     config.update({"resolved_tasks": [str(t) for t in tasks], "task_names": names, "task_ids": task_ids_of,
                    "num_slices": int(n), "image_shape": [int(h), int(w)], "mask_sources": sources,
-                   "tv_lambdas": tv_lambdas, "outputs": {k: os.path.relpath(v, workdir) for k, v in outputs.items()}})
+                   "tv_lambdas": tv_lambdas, "iterations_applied_to": sorted(applied), "outputs": {k: os.path.relpath(v, workdir) for k, v in outputs.items()}})
     common.write_config_json(workdir, config)
     logging.info("wrote %s", sorted(outputs.values()))
     print(open(outputs["markdown"], encoding="utf-8").read())
 
 
-_OWN_FLAGS = ("data_dir", "split", "tasks", "mask_dir", "mask_seed", "models", "task_ids", "workdir", "batch_size",
+_OWN_FLAGS = ("data_dir", "split", "tasks", "mask_dir", "mask_seed", "models", "task_ids", "iterations", "workdir", "batch_size",
               "max_slices", "zero_filled", "classical", "tv_lambda", "tv_lambda_grid", "tv_iters", "tv_tune_slices",
               "sigpy", "noise_sigma", "noise_seed", "figure_slice", "zoom_box", "convergence", "title")
+
+
+def _recon_fn(model, iterations: int, method: str, applied: set):
+    """The model's reconstruction, run for ``iterations`` Algorithm 1 iterations if > 0 and it is a LOANet
+    (``reconstruct(num_iterations=...)``); ``applied`` collects the methods it changed."""
+    from loa_meta.evaluation.evaluate import model_reconstruct_fn
+    from loa_meta.models import LOANet
+
+    if iterations <= 0 or not isinstance(model, LOANet):
+        return model_reconstruct_fn(model)
+    if iterations != model.num_phases:
+        applied.add(method)
+    return lambda y, m, tid: model.reconstruct(y, m, tid, num_iterations=iterations)
 
 
 def _resolved_flags():

@@ -42,9 +42,12 @@ flags.DEFINE_list("crop", None, "NIfTI input: in-plane centred crop H,W (e.g. 16
 flags.DEFINE_integer("num_slices", None, "NIfTI input: number of adjacent central slices; default all.", lower_bound=1)
 flags.DEFINE_float("noise_sigma", 0.0, "NIfTI input: k-space noise std per component (Eq. 1).", lower_bound=0.0)
 flags.DEFINE_integer("noise_seed", 0, "NIfTI input: noise seed.")
+flags.DEFINE_integer("num_iterations", None, "LOA model: run this many Algorithm 1 iterations instead of its trained "
+                     "phases T (more than T reuses the last phase's step sizes; beyond the paper, see "
+                     "docs/benchmarks_quality.md 5.31).", lower_bound=1)
 
 _OWN_FLAGS = ("input", "mask", "mask_seed", "model", "task_id", "tv_lambda", "tv_iters", "output", "batch_size",
-              "crop", "num_slices", "noise_sigma", "noise_seed")
+              "crop", "num_slices", "noise_sigma", "noise_seed", "num_iterations")
 _NIFTI = (".nii", ".nii.gz")
 _KSPACE = (".npz", ".mat")
 _IMAGE_OUT = (".npy", ".png")
@@ -109,7 +112,17 @@ def _recon_fn():
 
     if FLAGS.model:
         model = common.load_model(FLAGS.model, flag="model")
-        return model_reconstruct_fn(model), "model", _task_id(model)
+        if FLAGS.num_iterations is None:
+            return model_reconstruct_fn(model), "model", _task_id(model)
+        from loa_meta.models import LOANet
+
+        if not isinstance(model, LOANet):
+            raise common.usage_error("num_iterations", f"applies to LOA networks only; {FLAGS.model} is a "
+                                     f"{type(model).__name__}")
+        n = FLAGS.num_iterations
+        return (lambda y, m, tid: model.reconstruct(y, m, tid, num_iterations=n)), "model", _task_id(model)
+    if FLAGS.num_iterations is not None:
+        raise common.usage_error("num_iterations", "needs --model (a LOA network)")
     if FLAGS.tv_lambda is not None:
         if FLAGS.tv_lambda < 0:
             raise common.usage_error("tv_lambda", f"must be >= 0, but received: {FLAGS.tv_lambda}")

@@ -55,6 +55,21 @@ def test_reconstruct_kspace_zero_filled_and_model(tmp_path, rng):
                   f"--model={model_path}", "--mask=radial:0.3")
     assert res.returncode != 0 and not os.path.exists(tmp_path / "x.png")
     assert "--mask" in res.stderr and "(0=radial:0.2, 1=radial:0.4)" in res.stderr
+    # --num_iterations runs the LOA network past its trained phases: the .npy equals reconstruct(num_iterations=4)
+    npy = str(tmp_path / "it4.npy")
+    res = run_app("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={npy}",
+                  f"--model={model_path}", "--mask=radial:0.4", "--num_iterations=4")
+    assert res.returncode == 0, res.stderr[-2000:]
+    loaded = tf.keras.models.load_model(model_path)
+    kk = tf.constant(k.astype(np.complex64))
+    mm = tf.constant(np.broadcast_to(mask, k.shape).astype(np.float32))
+    want = loaded.reconstruct(kk, mm, tf.ones((2,), tf.int32), num_iterations=4).numpy()
+    np.testing.assert_allclose(np.load(npy), want, atol=1e-5)
+    assert np.abs(want - loaded.reconstruct(kk, mm, tf.ones((2,), tf.int32)).numpy()).max() > 1e-4
+    assert json.load(open(npy + ".json"))["num_iterations"] == 4
+    res = run_app("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={tmp_path / 'y.npy'}",
+                  "--num_iterations=4")
+    assert res.returncode != 0 and "--num_iterations" in res.stderr and not os.path.exists(tmp_path / "y.npy")
 
 
 @pytest.mark.slow
