@@ -1,9 +1,9 @@
 """Presets of the training apps, ``reproduce`` and ``quickstart``: ``paper``, ``cpu``, ``tiny``.
 
 A :class:`Preset` holds every knob of the paper's protocol (Section 5.2-5.4). ``paper`` is the
-paper's setting; ``cpu`` scales it down so that ``reproduce --preset=cpu --workers=2`` runs every
-stage in about an hour on 2 CPU cores (measured 72 min with the machine shared;
-docs/benchmarks_quality.md); ``tiny`` runs in seconds (tests); ``quickstart`` is the README's main job.
+paper's setting; ``cpu`` is the quickstart's recipe for every stage of ``reproduce --preset=cpu
+--workers=2`` (all 29 stages in 86 min on 2 CPU cores, session 20; docs/benchmarks_quality.md section 2);
+``tiny`` runs in seconds (tests); ``quickstart`` is the README's main job.
 Command-line flags override single fields (``Preset.override``).
 
 Budgets are given in *epochs* (passes over the training images of one task) and converted to
