@@ -80,19 +80,13 @@ def main(argv):
     common.require("model", FLAGS.model)
     path = common.resolve_model_path("model", FLAGS.model)
     common.check_model_file(path, flag="model")
-    from loa_meta.data import load_split
     from loa_meta.models import LOANet
     from loa_meta.sampling import model_task_ids
 
     model = common.load_model(path, flag="model")
     if not isinstance(model, LOANet):
         raise common.usage_error("model", f"{FLAGS.model} is not a LOA network (LOANet)")
-    try:
-        images = load_split(FLAGS.data_dir, FLAGS.split)
-    except ValueError as e:
-        raise common.usage_error("data_dir", str(e)) from None
-    if FLAGS.max_slices:
-        images = images[: FLAGS.max_slices]
+    images = common.load_split_images(FLAGS.data_dir, FLAGS.split, FLAGS.max_slices)
     masks, sources = common.load_task_masks(tasks, images.shape[1:], FLAGS.mask_dir, FLAGS.mask_seed)
     try:
         ids = dict(zip([t.name for t in tasks], model_task_ids(model, tasks)))

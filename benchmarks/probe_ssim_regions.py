@@ -80,7 +80,6 @@ def region_scores(recon: np.ndarray, target: np.ndarray, air: float, win: int) -
 
 def main(argv):
     del argv
-    from loa_meta.data import load_split
     from loa_meta.evaluation import classical
     from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
     from loa_meta.evaluation.tables import atomic_write_text
@@ -108,10 +107,7 @@ def main(argv):
     if missing:
         raise common.usage_error("tv_config" if FLAGS.tv_config else "tv_lambdas", f"no TV lambda for the tasks {missing}")
 
-    try:
-        images = load_split(FLAGS.data_dir, FLAGS.split)
-    except ValueError as e:
-        raise common.usage_error("data_dir", str(e)) from None
+    images = common.load_split_images(FLAGS.data_dir, FLAGS.split)
     n, h, w = images.shape
     target = np.abs(images).astype(np.float64)
     masks, _ = common.load_task_masks(tasks, (h, w), FLAGS.mask_dir, FLAGS.mask_seed)

@@ -276,6 +276,18 @@ def _register_custom_objects() -> None:
             pass
 
 
+def load_split_images(data_dir: str, split: str, max_slices: int = 0, flag: str = "data_dir"):
+    """The prepared ``split`` of ``data_dir`` (its first ``max_slices`` if > 0); a missing or corrupt split
+    is a usage error naming ``--flag``."""
+    from loa_meta.data import load_split
+
+    try:
+        images = load_split(data_dir, split)
+    except ValueError as e:
+        raise usage_error(flag, str(e)) from None
+    return images[:max_slices] if max_slices else images
+
+
 def load_task_masks(tasks: Sequence, shape, mask_dir: Optional[str], seed: int, flag: str = "mask_dir"):
     """Masks for the tasks: from ``mask_dir/<task.name>.{npy,npz,mat,png}`` when present (the masks
     saved at training time), else ``task.build_mask(shape, seed)``.

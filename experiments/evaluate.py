@@ -106,12 +106,7 @@ def main(argv):
     from loa_meta.evaluation.figures import comparison_figure, convergence_figure
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
 
-    try:
-        images = load_split(FLAGS.data_dir, FLAGS.split)
-    except ValueError as e:
-        raise common.usage_error("data_dir", str(e)) from None
-    if FLAGS.max_slices:
-        images = images[: FLAGS.max_slices]
+    images = common.load_split_images(FLAGS.data_dir, FLAGS.split, FLAGS.max_slices)
     n, h, w = images.shape
     if FLAGS.figure_slice >= n:
         raise common.usage_error("figure_slice", f"must be < the number of slices ({n})")

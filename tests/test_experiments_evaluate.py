@@ -199,6 +199,11 @@ def test_common_helpers(tmp_path):
         common.parse_int_list("a,b", "zoom_box")
     with pytest.raises(app.UsageError, match="--tasks"):
         common.parse_tasks("spiral:0.2")
+    with pytest.raises(app.UsageError, match="--data_dir"):
+        common.load_split_images(str(tmp_path / "no_data"), "test")
+    write_prepared(str(tmp_path / "d"), np.random.default_rng(0), n=3)
+    assert common.load_split_images(str(tmp_path / "d"), "test").shape == (3, H, W)
+    assert common.load_split_images(str(tmp_path / "d"), "test", max_slices=2).shape == (2, H, W)
     assert [str(t) for t in common.parse_tasks(["radial:0.1", "cartesian:0.2"])] == ["radial:0.1", "cartesian:0.2"]
     f = tmp_path / "file"
     f.write_text("x")

@@ -35,3 +35,32 @@ def test_scores_are_those_of_reconstruct_with_that_many_iterations(rng):
             assert scores[task][n]["psnr"] == pytest.approx(float(np.mean(psnr(np.abs(x.numpy()), images))), abs=1e-4)
         # different counts give different reconstructions (the probe measures something)
         assert len({round(scores[task][n]["psnr"], 6) for n in (1, 2, 4)}) == 3
+
+
+def test_probe_app_writes_the_choice_and_refuses_a_non_loa_model(tmp_path, rng):
+    import json
+    import os
+
+    from tests.test_experiments_evaluate import run_app, write_prepared
+
+    data = str(tmp_path / "data")
+    write_prepared(data, rng)
+    tf.keras.utils.set_random_seed(0)
+    path = str(tmp_path / "m.keras")
+    LOANet(num_phases=2, num_tasks=1, task_specs=["radial:0.3"], filters=4).save(path)
+    out = str(tmp_path / "iters.json")
+    res = run_app("benchmarks.probe_iterations", f"--data_dir={data}", "--split=val", "--tasks=radial:0.3",
+                  f"--model={path}", "--grid=1,2,3", f"--output={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.load(open(out))
+    scores = {int(n): v["psnr"] for n, v in result["scores"]["radial_0.30"].items()}
+    assert set(scores) == {1, 2, 3} and result["chosen"]["radial_0.30"] == choose(scores, 0.01)
+    assert result["evaluate_flag"] == f"--iterations={result['chosen']['radial_0.30']}" and result["trained_phases"] == 2
+    from loa_meta.models import ISTANetPlus
+
+    ista = str(tmp_path / "ista.keras")
+    ISTANetPlus(num_phases=1, filters=4).save(ista)
+    bad = run_app("benchmarks.probe_iterations", f"--data_dir={data}", "--tasks=radial:0.3", f"--model={ista}",
+                  f"--output={tmp_path / 'x.json'}")
+    assert bad.returncode != 0 and "--model" in bad.stderr and "not a LOA network" in bad.stderr
+    assert not os.path.exists(tmp_path / "x.json")
