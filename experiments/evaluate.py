@@ -102,7 +102,7 @@ def main(argv):
     workdir = common.prepare_workdir(FLAGS.workdir)
 
     from loa_meta.data import load_split
-    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn, zero_filled_fn
+    from loa_meta.evaluation.evaluate import evaluate_model, zero_filled_fn
     from loa_meta.evaluation.figures import comparison_figure, convergence_figure
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
 
@@ -211,7 +211,8 @@ def main(argv):
     config = _resolved_flags()
     config.update({"resolved_tasks": [str(t) for t in tasks], "task_names": names, "task_ids": task_ids_of,
                    "num_slices": int(n), "image_shape": [int(h), int(w)], "mask_sources": sources,
-                   "tv_lambdas": tv_lambdas, "iterations_applied_to": sorted(applied), "outputs": {k: os.path.relpath(v, workdir) for k, v in outputs.items()}})
+                   "tv_lambdas": tv_lambdas, "iterations_applied_to": sorted(applied),
+                   "outputs": {k: os.path.relpath(v, workdir) for k, v in outputs.items()}})
     common.write_config_json(workdir, config)
     logging.info("wrote %s", sorted(outputs.values()))
     print(open(outputs["markdown"], encoding="utf-8").read())
