@@ -58,11 +58,11 @@ def choose(scores: Mapping[int, float], tie_db: float) -> int:
 def score_iterations(model, images: np.ndarray, masks: Mapping[str, np.ndarray], task_ids: Mapping[str, int],
                      grid: Sequence[int], batch_size: int = 10) -> Dict[str, Dict[int, Dict[str, float]]]:
     """``{task: {N: {"psnr": mean, "ssim": mean}}}`` of ``model.reconstruct(num_iterations=N)``."""
-    from loa_meta.evaluation.evaluate import evaluate_model
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
 
     out: Dict[str, Dict[int, Dict[str, float]]] = {t: {} for t in masks}
     for n in grid:
-        fn = (lambda n_: (lambda y, m, tid: model.reconstruct(y, m, tid, num_iterations=n_)))(int(n))
+        fn = model_reconstruct_fn(model, num_iterations=int(n))
         res = evaluate_model(fn, images, masks, task_ids=task_ids, batch_size=batch_size)
         for t, r in res.items():
             out[t][int(n)] = {"psnr": float(np.mean(r["psnr"])), "ssim": float(np.mean(r["ssim"]))}

@@ -233,7 +233,7 @@ def _recon_fn(model, iterations: int, method: str, applied: set):
         return model_reconstruct_fn(model)
     if iterations != model.num_phases:
         applied.add(method)
-    return lambda y, m, tid: model.reconstruct(y, m, tid, num_iterations=iterations)
+    return model_reconstruct_fn(model, num_iterations=iterations)
 
 
 def _resolved_flags():

@@ -119,8 +119,7 @@ def _recon_fn():
         if not isinstance(model, LOANet):
             raise common.usage_error("num_iterations", f"applies to LOA networks only; {FLAGS.model} is a "
                                      f"{type(model).__name__}")
-        n = FLAGS.num_iterations
-        return (lambda y, m, tid: model.reconstruct(y, m, tid, num_iterations=n)), "model", _task_id(model)
+        return model_reconstruct_fn(model, num_iterations=FLAGS.num_iterations), "model", _task_id(model)
     if FLAGS.num_iterations is not None:
         raise common.usage_error("num_iterations", "needs --model (a LOA network)")
     if FLAGS.tv_lambda is not None:

@@ -64,3 +64,18 @@ def test_probe_app_writes_the_choice_and_refuses_a_non_loa_model(tmp_path, rng):
                   f"--output={tmp_path / 'x.json'}")
     assert bad.returncode != 0 and "--model" in bad.stderr and "not a LOA network" in bad.stderr
     assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_model_reconstruct_fn_with_iterations_is_reconstruct_and_checks_the_count(rng):
+    from loa_meta.evaluation.evaluate import model_reconstruct_fn
+
+    tf.keras.utils.set_random_seed(1)
+    model = LOANet(num_phases=2, num_tasks=1, filters=4, safeguard=False, alpha0=1.0, tau0=0.3, initial_omega=-1.0)
+    mask = tf.constant(make_mask("radial", (16, 18), 0.3, seed=0).astype(np.float32))
+    y = SingleCoilOperator(mask).forward(tf.constant(rng.random((2, 16, 18)).astype(np.complex64)))
+    m, t = tf.broadcast_to(mask, y.shape), tf.zeros((2,), tf.int32)
+    np.testing.assert_allclose(model_reconstruct_fn(model, num_iterations=5)(y, m, t).numpy(),
+                               model.reconstruct(y, m, t, num_iterations=5).numpy(), atol=1e-6)
+    np.testing.assert_allclose(model_reconstruct_fn(model)(y, m, t).numpy(), model.reconstruct(y, m, t).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="num_iterations"):
+        model_reconstruct_fn(model, num_iterations=0)

@@ -21,12 +21,17 @@ from loa_meta.validation import check_positive_int
 ReconFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def model_reconstruct_fn(model) -> ReconFn:
+def model_reconstruct_fn(model, num_iterations: Optional[int] = None) -> ReconFn:
     """Wrap a Keras reconstruction model into ``fn(kspace, mask, task_id) -> complex image``.
 
     Uses the model call convention of docs/ARCHITECTURE.md:
-    ``model({"kspace": y, "mask": m, "task_id": t}, training=False)``.
+    ``model({"kspace": y, "mask": m, "task_id": t}, training=False)``; with ``num_iterations`` (a LOA
+    network) ``model.reconstruct(y, m, t, num_iterations=...)`` instead: that many Algorithm 1
+    iterations, the last phase's step sizes after its T phases (beyond the paper).
     """
+    if num_iterations is not None:
+        n = check_positive_int(num_iterations, "num_iterations")
+        return lambda kspace, mask, task_id: model.reconstruct(kspace, mask, task_id, num_iterations=n)
 
     def fn(kspace, mask, task_id):
         return model({"kspace": kspace, "mask": mask, "task_id": task_id}, training=False)
