@@ -9,9 +9,10 @@ A LOA network of T phases is T iterations of Algorithm 1 with learned step sizes
 after T (the learned algorithm run on as an optimiser; ``experiments.evaluate --iterations``
 scores a model that way). This probe reconstructs the slices of one split for every N of
 ``--grid`` and task, with the masks, operator and metrics of ``experiments.evaluate``
-(``evaluate_model``), prints mean PSNR / SSIM per (task, N) and picks, per task, the N of the
-highest mean PSNR; an N within ``--tie_db`` of the best counts as a tie and the smallest such N
-wins (cheaper, closer to the trained network). The split must be a *selection* set (new subjects
+(``loa_meta.evaluation.iterations.score_iterations``), prints mean PSNR / SSIM per (task, N) and
+picks, per task, the N of the highest mean PSNR; an N within ``--tie_db`` of the best counts as a
+tie and the smallest such N wins (``select_iterations``, the rule ``reproduce`` and the quickstart
+apply on their held-out slices). The split must be a *selection* set (new subjects
 or held-out slices), never the test split the numbers are reported on. Results:
 docs/benchmarks_quality.md 5.31.
 """
@@ -22,14 +23,13 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Mapping, Sequence
 
-import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import common  # noqa: E402
+from loa_meta.evaluation.iterations import DEFAULT_GRID, TIE_DB  # noqa: E402
 
 
 def define_flags() -> None:
@@ -40,33 +40,13 @@ def define_flags() -> None:
     flags.DEFINE_string("mask_dir", None, "Directory of saved masks <task.name>.npy (else built from --mask_seed).")
     flags.DEFINE_integer("mask_seed", 0, "Seed of masks built from the task specs.")
     flags.DEFINE_string("model", None, "A LOA .keras model or pretrained:NAME.")
-    flags.DEFINE_list("grid", ["1", "2", "3", "4", "5", "7", "9", "11", "15", "20", "30"], "Iteration counts to score.")
-    flags.DEFINE_float("tie_db", 0.01, "Counts within this many dB of the best tie; the smallest wins.", lower_bound=0.0)
+    flags.DEFINE_list("grid", [str(n) for n in DEFAULT_GRID], "Iteration counts to score.")
+    flags.DEFINE_float("tie_db", TIE_DB, "Counts within this many dB of the best tie; the smallest wins.", lower_bound=0.0)
     flags.DEFINE_integer("max_slices", 0, "If > 0, only the first N slices.", lower_bound=0)
     flags.DEFINE_string("output", None, "JSON file of the results (written atomically).")
 
 
 FLAGS = flags.FLAGS
-
-
-def choose(scores: Mapping[int, float], tie_db: float) -> int:
-    """The smallest N whose mean PSNR is within ``tie_db`` of the best."""
-    best = max(scores.values())
-    return min(n for n, v in scores.items() if v >= best - tie_db)
-
-
-def score_iterations(model, images: np.ndarray, masks: Mapping[str, np.ndarray], task_ids: Mapping[str, int],
-                     grid: Sequence[int], batch_size: int = 10) -> Dict[str, Dict[int, Dict[str, float]]]:
-    """``{task: {N: {"psnr": mean, "ssim": mean}}}`` of ``model.reconstruct(num_iterations=N)``."""
-    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
-
-    out: Dict[str, Dict[int, Dict[str, float]]] = {t: {} for t in masks}
-    for n in grid:
-        fn = model_reconstruct_fn(model, num_iterations=int(n))
-        res = evaluate_model(fn, images, masks, task_ids=task_ids, batch_size=batch_size)
-        for t, r in res.items():
-            out[t][int(n)] = {"psnr": float(np.mean(r["psnr"])), "ssim": float(np.mean(r["ssim"]))}
-    return out
 
 
 def main(argv):
@@ -80,6 +60,7 @@ def main(argv):
     common.require("model", FLAGS.model)
     path = common.resolve_model_path("model", FLAGS.model)
     common.check_model_file(path, flag="model")
+    from loa_meta.evaluation.iterations import select_iterations
     from loa_meta.models import LOANet
     from loa_meta.sampling import model_task_ids
 
@@ -93,8 +74,7 @@ def main(argv):
     except ValueError as e:
         raise common.usage_error("tasks", f"model {FLAGS.model}: {e}") from None
     t0 = time.time()
-    scores = score_iterations(model, images, masks, ids, grid)
-    chosen = {t: choose({n: v["psnr"] for n, v in s.items()}, FLAGS.tie_db) for t, s in scores.items()}
+    chosen, scores = select_iterations(model, images, masks, ids, grid, FLAGS.tie_db)
     print(f"{FLAGS.model} on {FLAGS.data_dir} [{FLAGS.split}], {len(images)} slices, trained phases T = "
           f"{model.num_phases}; mean PSNR (SSIM) per iteration count N:")
     print("| N | " + " | ".join(scores) + " |")

@@ -41,6 +41,9 @@ FLAGS = flags.FLAGS
 
 ZF, META, META_R, CONV, CONV_R, ISTA, TV = ("Zero-filled", "Meta-learning", "Meta-learning*", "Conventional",
                                            "Conventional*", "ISTA-Net+", "TV")
+# Beyond the paper (preset inference_iterations): the same LOA models run for the iteration count chosen per task
+# on the held-out slices (loa_meta.evaluation.iterations).
+META_N, CONV_N = "Meta-learning (N on held-out)", "Conventional (N on held-out)"
 TV_TUNE_SLICES = 20  # val slices on which the TV weight of each task is chosen
 
 
@@ -186,6 +189,26 @@ def _per_task_results(images, masks, model_paths: Dict[str, str], batch: int, ke
     return out
 
 
+def _per_task_results_n(images, masks, model_paths: Dict[str, str], batch: int, keep, selection, grid,
+                        specs=None) -> Tuple[dict, Dict[str, int], dict]:
+    """Like :func:`_per_task_results` for LOA models, at the iteration count chosen per task on the
+    ``selection`` slices (``select_iterations``); returns ``(results, {task: N}, {task: {N: scores}})``."""
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
+    from loa_meta.evaluation.iterations import select_iterations
+    from loa_meta.sampling import model_task_ids
+
+    out, chosen, scores = {}, {}, {}
+    for name, path in model_paths.items():
+        model = common.load_model(path, flag="model")
+        tid = 0 if specs is None else model_task_ids(model, [specs[name]])[0]
+        c, sc = select_iterations(model, selection, {name: masks[name]}, {name: tid}, grid)
+        n = chosen[name] = c[name]
+        scores[name] = sc[name]
+        out.update(evaluate_model(model_reconstruct_fn(model, num_iterations=n), images, {name: masks[name]},
+                                  task_ids=[tid], batch_size=batch, keep=keep))
+    return out, chosen, scores
+
+
 def _strip(results):
     return {m: {t: {k: v for k, v in r.items() if k != "examples"} for t, r in pt.items()} for m, pt in results.items()}
 
@@ -233,8 +256,17 @@ def claims(tables: Dict[str, dict], seen: Sequence[str], unseen: Sequence[str], 
         out["sigma_omega_seen"] = dict(zip(seen, sig))
         s = [x for x in sig if x is not None]
         out["sigma_omega_decreasing_with_ratio"] = bool(len(s) == len(seen) and all(a >= b for a, b in zip(s, s[1:])))
+    # beyond the paper: the rows at the iteration count chosen on held-out slices (None when not run)
+    out["meta_n_minus_tv_seen_per_task_db"] = per_task_diff(t1, META_N, TV, seen)
+    out["meta_n_minus_tv_seen_db"] = diff(t1, META_N, TV, seen)
+    out["meta_n_minus_zero_filled_seen_per_task_db"] = per_task_diff(t1, META_N, ZF, seen)
+    out["meta_n_minus_conventional_n_seen_db"] = diff(t1, META_N, CONV_N, seen)
+    out["meta_n_minus_conventional_n_seen_per_task_db"] = per_task_diff(t1, META_N, CONV_N, seen)
+    out["meta_n_minus_meta_seen_per_task_db"] = per_task_diff(t1, META_N, META, seen)
     for key, tasks in (("unseen", unseen), ("cartesian", cart)):
         res = tables.get(key, {})
+        out[f"meta_n_minus_tv_{key}_per_task_db"] = per_task_diff(res, META_N, TV, tasks)
+        out[f"meta_n_minus_conventional_n_{key}_db"] = diff(res, META_N, CONV_N, tasks)
         out[f"meta_minus_conventional_{key}_db"] = diff(res, META, CONV, tasks)
         out[f"meta_minus_conventional_{key}_per_task_db"] = per_task_diff(res, META, CONV, tasks)
         out[f"meta_minus_zero_filled_{key}_per_task_db"] = per_task_diff(res, META, ZF, tasks)
@@ -299,6 +331,7 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
     of the training stages (docs/benchmarks_quality.md).
     """
     from loa_meta.evaluation.evaluate import evaluate_model, evaluate_tv, model_reconstruct_fn, zero_filled_fn
+    from loa_meta.evaluation.iterations import select_iterations
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
     from loa_meta.sampling import model_task_ids
 
@@ -364,6 +397,21 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
         seen_ids = model_task_ids(mm, seen)
         res[META] = evaluate_model(model_reconstruct_fn(mm), test, {n: masks[n] for n in names},
                                    task_ids=seen_ids, batch_size=batch, model=mm, keep=keep)
+        grid = tuple(preset.inference_iterations)
+        chosen: Dict[str, Dict[str, int]] = {}
+        sel_scores: Dict[str, dict] = {}
+        if grid:  # beyond the paper: every LOA model also at the count chosen on the held-out slices
+            heldout = tc.split_data(data_dir, preset)["heldout"]
+            res[CONV_N], chosen[CONV_N], sel_scores[CONV_N] = _per_task_results_n(
+                test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE) for n in names}, batch, keep,
+                heldout, grid)
+            ids = dict(zip(names, seen_ids))
+            chosen[META_N], sel_scores[META_N] = select_iterations(mm, heldout, {n: masks[n] for n in names}, ids,
+                                                                   grid)
+            res[META_N] = {}
+            for n in names:
+                res[META_N].update(evaluate_model(model_reconstruct_fn(mm, num_iterations=chosen[META_N][n]), test,
+                                                  {n: masks[n]}, task_ids=[ids[n]], batch_size=batch, keep=keep))
         tables["seen"] = res
         # Tables 3 / 4 (unseen radial) and 5 (Cartesian): adapted meta models vs conventional.
         for key, tasks in (("unseen", unseen), ("cartesian", cart)):
@@ -374,13 +422,24 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
             if conventional_unseen:
                 r[CONV] = _per_task_results(test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE)
                                                           for n in tn}, batch, keep)
-            r[META] = _per_task_results(test, masks, {n: os.path.join(workdir, "adapt", n, tc.MODEL_FILE) for n in tn},
-                                        batch, keep, specs={t.name: t for t in tasks}, sigma=True)
+            adapted = {n: os.path.join(workdir, "adapt", n, tc.MODEL_FILE) for n in tn}
+            r[META] = _per_task_results(test, masks, adapted, batch, keep, specs={t.name: t for t in tasks}, sigma=True)
+            if grid:
+                if conventional_unseen:
+                    r[CONV_N], c, sc = _per_task_results_n(
+                        test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE) for n in tn}, batch, keep,
+                        heldout, grid)
+                    chosen[CONV_N].update(c)
+                    sel_scores[CONV_N].update(sc)
+                r[META_N], c, sc = _per_task_results_n(test, masks, adapted, batch, keep, heldout, grid,
+                                                       specs={t.name: t for t in tasks})
+                chosen[META_N].update(c)
+                sel_scores[META_N].update(sc)
             tables[key] = r
         captions = {"seen": "Tables 1-2: seen radial ratios", "unseen": "Tables 3-4: unseen radial ratios (adapted)",
                     "cartesian": "Table 5: random Cartesian masks (adapted)"}
-        orders = {"seen": [ZF, TV, ISTA, CONV_R, CONV, META_R, META], "unseen": [ZF, TV, CONV, META],
-                  "cartesian": [ZF, TV, CONV, META]}
+        orders = {"seen": [ZF, TV, ISTA, CONV_R, CONV, META_R, META, CONV_N, META_N],
+                  "unseen": [ZF, TV, CONV, META, CONV_N, META_N], "cartesian": [ZF, TV, CONV, META, CONV_N, META_N]}
         md = [f"# Reproduction ({preset.name} preset){' - ' + title if title else ''}", ""]
         for key, res_k in tables.items():
             order = [m for m in orders[key] if m in res_k]
@@ -414,6 +473,14 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
                                                                    title="Fig. 6: meta-learning")["path"]
         cl = claims(tables, names, [t.name for t in unseen], [t.name for t in cart])
         cl["tv_lambda"] = tv_lambdas
+        if grid:
+            cl["inference_iterations"] = {"grid": list(grid), "selection": f"{len(heldout)} held-out val slices",
+                                          "chosen": chosen}
+            sel = {"grid": list(grid), "selection_slices": len(heldout), "chosen": chosen,
+                   "mean_psnr_ssim_on_selection": {m: {t: {str(k): v for k, v in s.items()} for t, s in pt.items()}
+                                                   for m, pt in sel_scores.items()}}
+            outputs["inference_iterations"] = atomic_write_text(os.path.join(d, "inference_iterations.json"),
+                                                                json.dumps(sel, indent=2) + "\n")
         cl["tv_iters"] = preset.tv_iters
         cl["convergence"] = conv_curves
         if conv_curves:

@@ -130,8 +130,9 @@ def test_protocol_writes_tables_and_claims_and_resumes(quickstart_smoke):
         assert os.path.isfile(os.path.join(wd, stage, "model.keras")), stage
     seen = (("radial_0.10", "radial:0.1"), ("radial_0.40", "radial:0.4"))
     rows = list(csv.DictReader(open(os.path.join(ev, "table_seen.csv"))))
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t, _ in seen
-                                                        for m in ("Zero-filled", "TV", "Conventional", "Meta-learning")}
+    meta_n, conv_n = "Meta-learning (N on held-out)", "Conventional (N on held-out)"
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t, _ in seen for m in (
+        "Zero-filled", "TV", "Conventional", "Meta-learning", conv_n, meta_n)}
     assert [r["method"] for r in rows[:2]] == ["Zero-filled", "TV"]  # TV next to zero-filled
     psnr = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in rows}
     claims = json.load(open(os.path.join(ev, "claims.json")))
@@ -149,7 +150,30 @@ def test_protocol_writes_tables_and_claims_and_resumes(quickstart_smoke):
     adapted = load_model(os.path.join(wd, "adapt", "radial_0.25", "model.keras"))
     assert adapted.task_specs == ["radial:0.1", "radial:0.4", "radial:0.25"]
     unseen = {(r["task"], r["method"]) for r in csv.DictReader(open(os.path.join(ev, "table_unseen.csv")))}
-    assert unseen == {("radial_0.25", m) for m in ("Zero-filled", "TV", "Meta-learning")}  # no conventional here
+    assert unseen == {("radial_0.25", m) for m in ("Zero-filled", "TV", "Meta-learning", meta_n)}  # no conventional
+    # the "(N on held-out)" rows: the count chosen per model and task on the held-out val slices (never the test
+    # split) by select_iterations, then the model run for that many iterations on the test split
+    from experiments.training_common import load_images, split_data
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
+    from loa_meta.evaluation.iterations import select_iterations
+
+    prep = os.path.join(wd, "data", "prepared", "data")
+    tiny = get_preset("tiny")
+    sel = json.load(open(os.path.join(ev, "inference_iterations.json")))
+    assert sel["grid"] == [1, 2, 4] and sel["selection_slices"] == tiny.eval_slices
+    assert claims["inference_iterations"]["chosen"] == sel["chosen"]
+    heldout = split_data(prep, tiny)["heldout"]
+    test = load_images(prep, "test", tiny.max_test)
+    for t, spec in seen:
+        mask = np.load(os.path.join(wd, "masks", f"{t}.npy"))
+        tid = meta.task_specs.index(spec)
+        chosen, _ = select_iterations(meta, heldout, {t: mask}, {t: tid}, [1, 2, 4])
+        assert sel["chosen"][meta_n][t] == chosen[t]
+        r = evaluate_model(model_reconstruct_fn(meta, num_iterations=chosen[t]), test, {t: mask}, task_ids=[tid])[t]
+        assert psnr[(t, meta_n)] == pytest.approx(float(np.mean(r["psnr"])), abs=1e-3)
+        assert claims["meta_n_minus_tv_seen_per_task_db"][t] == pytest.approx(
+            psnr[(t, meta_n)] - psnr[(t, "TV")], abs=1e-9)
+        assert sel["chosen"][conv_n][t] in (1, 2, 4)
     # More samples -> a better zero-filled image (sanity of the masks/evaluation wiring).
     assert psnr[("radial_0.40", "Zero-filled")] > psnr[("radial_0.10", "Zero-filled")]
     # every stage used the one mask set in <workdir>/masks

@@ -230,6 +230,12 @@ def test_cpu_preset_is_the_quickstart_recipe_plus_the_protocol():
     # per-sample normalised loss, lambda_0 = 1e-8, the last 3 checkpoints averaged
     assert (CPU.eps0_floor, CPU.filters, CPU.safeguard, CPU.loss_reduction, CPU.lambda0, CPU.average_checkpoints) == (
         1e-3, 16, False, "task_norm", 1e-8, 3)
+    # beyond the paper, in the quality presets only: LOA rows also at the iteration count chosen on held-out slices
+    from experiments.presets import PAPER
+    from loa_meta.evaluation.iterations import DEFAULT_GRID
+
+    assert CPU.inference_iterations == QUICKSTART.inference_iterations == DEFAULT_GRID
+    assert PAPER.inference_iterations == ()
 
 
 # ----------------------------------------------------------------------------- bad flags

@@ -1,40 +1,14 @@
-"""benchmarks/probe_iterations.py: per-task scores of reconstruct(num_iterations=N) and the choice rule."""
+"""benchmarks/probe_iterations.py (the app) and model_reconstruct_fn(num_iterations); the scoring and the choice
+rule it applies are tested in tests/test_evaluation_iterations.py."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from benchmarks.probe_iterations import choose, score_iterations
-from loa_meta.metrics import psnr
+from loa_meta.evaluation.iterations import choose_iterations
 from loa_meta.models import LOANet
 from loa_meta.physics.operators import SingleCoilOperator
 from loa_meta.sampling import make_mask
-
-
-def test_choose_takes_the_smallest_count_within_the_tie():
-    assert choose({3: 30.0, 5: 30.2, 9: 30.205}, tie_db=0.01) == 5
-    assert choose({3: 30.0, 5: 30.2, 9: 30.205}, tie_db=0.0) == 9
-    assert choose({1: 20.0, 3: 19.0}, tie_db=0.01) == 1
-
-
-def test_scores_are_those_of_reconstruct_with_that_many_iterations(rng):
-    tf.keras.utils.set_random_seed(0)
-    model = LOANet(num_phases=2, num_tasks=2, filters=4, safeguard=False, alpha0=1.0, tau0=0.3, initial_omega=-1.0)
-    images = np.zeros((3, 16, 18), np.float32)
-    images[:, 4:12, 5:14] = 0.5 + 0.5 * rng.random((3, 8, 9))
-    masks = {"radial_0.20": make_mask("radial", (16, 18), 0.2, seed=0),
-             "radial_0.40": make_mask("radial", (16, 18), 0.4, seed=0)}
-    ids = {"radial_0.20": 1, "radial_0.40": 0}
-    scores = score_iterations(model, images, masks, ids, grid=[1, 2, 4], batch_size=2)
-    assert set(scores) == set(masks) and all(set(s) == {1, 2, 4} for s in scores.values())
-    for task, mask in masks.items():
-        m = tf.constant(np.broadcast_to(mask, images.shape).astype(np.float32))
-        y = SingleCoilOperator(tf.constant(mask.astype(np.float32))).forward(tf.constant(images.astype(np.complex64)))
-        for n in (1, 2, 4):
-            x = model.reconstruct(y, m, tf.fill((3,), ids[task]), num_iterations=n)
-            assert scores[task][n]["psnr"] == pytest.approx(float(np.mean(psnr(np.abs(x.numpy()), images))), abs=1e-4)
-        # different counts give different reconstructions (the probe measures something)
-        assert len({round(scores[task][n]["psnr"], 6) for n in (1, 2, 4)}) == 3
 
 
 def test_probe_app_writes_the_choice_and_refuses_a_non_loa_model(tmp_path, rng):
@@ -54,7 +28,7 @@ def test_probe_app_writes_the_choice_and_refuses_a_non_loa_model(tmp_path, rng):
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.load(open(out))
     scores = {int(n): v["psnr"] for n, v in result["scores"]["radial_0.30"].items()}
-    assert set(scores) == {1, 2, 3} and result["chosen"]["radial_0.30"] == choose(scores, 0.01)
+    assert set(scores) == {1, 2, 3} and result["chosen"]["radial_0.30"] == choose_iterations(scores, 0.01)
     assert result["evaluate_flag"] == f"--iterations={result['chosen']['radial_0.30']}" and result["trained_phases"] == 2
     from loa_meta.models import ISTANetPlus
 

@@ -48,6 +48,31 @@ def test_quickstart_verdict_needs_tv_at_every_ratio_and_conventional_on_average(
     assert verdict(_summary({"radial_0.10": 0.5}, zf, None))[0] is False
 
 
+def test_quickstart_verdict_judges_the_rows_at_the_chosen_iterations_when_the_run_has_them():
+    from loa_meta.evaluation.verdict import quickstart_verdict as verdict
+
+    zf = {"radial_0.10": 1.0, "radial_0.20": 2.0}
+    # trained T phases below TV at 10 %, the chosen-count rows above TV and above conventional at its count
+    s = _summary({"radial_0.10": -0.3, "radial_0.20": 0.5}, zf, 0.2)
+    s["claims"].update({"meta_n_minus_tv_seen_per_task_db": {"radial_0.10": 0.6, "radial_0.20": 0.5},
+                        "meta_n_minus_zero_filled_seen_per_task_db": {"radial_0.10": 1.9, "radial_0.20": 2.0},
+                        "meta_n_minus_conventional_n_seen_db": 0.1,
+                        "inference_iterations": {"chosen": {"Meta-learning (N on held-out)":
+                                                            {"radial_0.10": 30, "radial_0.20": 3}}}})
+    ok, lines = verdict(s)
+    assert ok
+    assert ("  radial_0.10: meta-learning (N on held-out) - TV = +0.60 dB (ok); meta-learning (N on held-out) - "
+            "zero-filled = +1.90 dB") in lines
+    assert "  iterations chosen on the held-out slices, Meta-learning (N on held-out): radial_0.10 30, radial_0.20 3" \
+        in lines
+    # the trained-T margins are printed for reference, unjudged
+    assert ("  radial_0.10: meta-learning (trained T phases) - TV = -0.30 dB; meta-learning (trained T phases) - "
+            "zero-filled = +1.00 dB") in lines
+    assert verdict(s, margin_db=0.55)[0] is False  # the margin applies to the judged rows
+    s["claims"]["meta_n_minus_conventional_n_seen_db"] = -0.01
+    assert verdict(s)[0] is False
+
+
 @pytest.mark.xdist_group("quickstart_smoke")
 @pytest.mark.slow
 def test_quickstart_smoke_runs_whole_pipeline(quickstart_smoke):
@@ -64,13 +89,18 @@ def test_quickstart_smoke_runs_whole_pipeline(quickstart_smoke):
     # PASS iff, at every seen ratio, the table's meta - TV gap >= the margin (0) and meta-learning
     # beats conventional on average; the TV row is in the printed table and both margins are printed.
     seen = ("radial_0.10", "radial_0.40")
-    gaps = {t: psnr[(t, "Meta-learning")] - psnr[(t, "TV")] for t in seen}
-    conv = sum(psnr[(t, "Meta-learning")] - psnr[(t, "Conventional")] for t in seen) / len(seen)
+    # the tiny preset, like the quickstart's, also scores the LOA models at the iteration count chosen on the
+    # held-out slices; the verdict judges those rows
+    meta, conv_row = "Meta-learning (N on held-out)", "Conventional (N on held-out)"
+    gaps = {t: psnr[(t, meta)] - psnr[(t, "TV")] for t in seen}
+    conv = sum(psnr[(t, meta)] - psnr[(t, conv_row)] for t in seen) / len(seen)
     assert verdict["margin_db"] == 0.0
     assert verdict["pass"] == (all(g >= 0.0 for g in gaps.values()) and conv > 0)
     assert ("PASS" if verdict["pass"] else "FAIL") in proc.stdout
-    assert f"radial_0.10: meta-learning - TV = {gaps['radial_0.10']:+.2f} dB" in proc.stdout
-    assert f"mean meta-learning - conventional = {conv:+.2f} dB" in proc.stdout
+    assert f"radial_0.10: meta-learning (N on held-out) - TV = {gaps['radial_0.10']:+.2f} dB" in proc.stdout
+    assert f"mean meta-learning (N on held-out) - conventional = {conv:+.2f} dB" in proc.stdout
+    trained = psnr[("radial_0.10", "Meta-learning")] - psnr[("radial_0.10", "TV")]
+    assert f"radial_0.10: meta-learning (trained T phases) - TV = {trained:+.2f} dB" in proc.stdout
     assert "| TV |" in proc.stdout
     assert os.path.isfile(os.path.join(wd, "evaluation", "table_unseen.md"))
     assert os.path.isfile(os.path.join(wd, "evaluation", "figure_seen.png"))
