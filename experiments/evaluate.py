@@ -42,8 +42,14 @@ flags.DEFINE_list("task_ids", None, "Task ids fed to shared (non-{task}) models,
                   "task's id among the task specs the model was trained on (an unknown spec is an error).")
 flags.DEFINE_list("iterations", None, "Iterations of Algorithm 1 run by LOA models, one per task (0 = the model's "
                   "trained phases T): more than T runs the learned algorithm on with its last phase's step sizes "
-                  "(LOANet.reconstruct(num_iterations=...); beyond the paper, choose them on a selection split, "
-                  "never on test: benchmarks/probe_iterations.py). Default: T for every task.")
+                  "(LOANet.reconstruct(num_iterations=...); beyond the paper). 'auto': chosen per LOA model and task "
+                  "on --iterations_split (highest mean PSNR over --iterations_grid, ties within 0.01 dB to the "
+                  "smallest; loa_meta.evaluation.iterations), never on the evaluated split. Default: T for every task.")
+flags.DEFINE_string("iterations_split", "val", "With --iterations=auto: the selection split (must differ from --split).")
+flags.DEFINE_integer("iterations_slices", 20, "With --iterations=auto: the first N slices of --iterations_split.",
+                     lower_bound=1)
+flags.DEFINE_list("iterations_grid", ["1", "2", "3", "4", "5", "7", "9", "11", "15", "20", "30"],
+                  "With --iterations=auto: the counts tried (loa_meta.evaluation.iterations.DEFAULT_GRID).")
 flags.DEFINE_string("workdir", None, "Output directory for tables, figures and config.json.")
 flags.DEFINE_integer("batch_size", 8, "Slices per model call.", lower_bound=1)
 flags.DEFINE_integer("max_slices", 0, "If > 0, evaluate only the first N slices (smoke tests).", lower_bound=0)
@@ -87,7 +93,14 @@ def main(argv):
         raise common.usage_error("models", "nothing to evaluate: give --models, --classical or --zero_filled")
     common.check_model_files(models, tasks)
     task_ids = common.parse_int_list(FLAGS.task_ids, "task_ids", length=len(tasks))
-    iterations = common.parse_int_list(FLAGS.iterations, "iterations", length=len(tasks))
+    auto = FLAGS.iterations is not None and [v.strip().lower() for v in FLAGS.iterations] == ["auto"]
+    iterations = None if auto else common.parse_int_list(FLAGS.iterations, "iterations", length=len(tasks))
+    grid = common.parse_int_list(FLAGS.iterations_grid, "iterations_grid")
+    if not grid or min(grid) < 1:
+        raise common.usage_error("iterations_grid", f"expected positive integers, but received: {FLAGS.iterations_grid!r}")
+    if auto and FLAGS.iterations_split == FLAGS.split:
+        raise common.usage_error("iterations_split", f"must differ from --split={FLAGS.split}: the iteration counts "
+                                 "are chosen on a selection split, never on the evaluated one")
     zoom_box = common.parse_int_list(FLAGS.zoom_box, "zoom_box", length=4)
     tv_grid = []
     for g in FLAGS.tv_lambda_grid:
@@ -116,6 +129,23 @@ def main(argv):
               keep=(FLAGS.figure_slice,))
 
     results, tv_lambdas, loaded, task_ids_of, applied = {}, {}, {}, {}, set()
+    chosen: dict = {}
+    selection = common.load_split_images(FLAGS.data_dir, FLAGS.iterations_split, FLAGS.iterations_slices) if auto else None
+
+    def count(model, method, t, tid):
+        """The iteration count of ``model`` on task ``t``: the flag's, or chosen on the selection split."""
+        if not auto:
+            return iterations[tasks.index(t)] if iterations else 0
+        from loa_meta.evaluation.iterations import select_iterations
+        from loa_meta.models import LOANet
+
+        if not isinstance(model, LOANet):
+            return 0
+        n_t = select_iterations(model, selection, {t.name: masks[t.name]}, {t.name: tid}, grid)[0][t.name]
+        chosen.setdefault(method, {})[t.name] = n_t
+        logging.info("%s %s: %d iterations chosen on %d %s slices", method, t.name, n_t, len(selection),
+                     FLAGS.iterations_split)
+        return n_t
     if FLAGS.zero_filled:
         results["Zero-filled"] = evaluate_model(zero_filled_fn, images, masks, **kw)
     for spec in models:
@@ -124,7 +154,7 @@ def main(argv):
             for t in tasks:
                 model = common.load_model(spec.path_for(t), flag="models")
                 loaded[(spec.method, t.name)] = model
-                fn = _recon_fn(model, iterations[tasks.index(t)] if iterations else 0, spec.method, applied)
+                fn = _recon_fn(model, count(model, spec.method, t, 0), spec.method, applied)
                 per_task.update(evaluate_model(fn, images, {t.name: masks[t.name]}, task_ids=[0], model=model, **kw))
             results[spec.method] = per_task
         else:
@@ -145,8 +175,8 @@ def main(argv):
                     "task_ids", f"model {spec.path} has {int(n_tasks)} tasks but task id "
                                 f"{max(task_ids_of[spec.method])} was requested"
                 )
-            fns = {t.name: _recon_fn(model, iterations[i] if iterations else 0, spec.method, applied)
-                   for i, t in enumerate(tasks)}
+            fns = {t.name: _recon_fn(model, count(model, spec.method, t, task_ids_of[spec.method][i]), spec.method,
+                                     applied) for i, t in enumerate(tasks)}
             results[spec.method] = evaluate_model(fns, images, masks, task_ids=task_ids_of[spec.method], model=model, **kw)
     if FLAGS.classical or FLAGS.sigpy:
         val = None
@@ -212,13 +242,18 @@ def main(argv):
     config.update({"resolved_tasks": [str(t) for t in tasks], "task_names": names, "task_ids": task_ids_of,
                    "num_slices": int(n), "image_shape": [int(h), int(w)], "mask_sources": sources,
                    "tv_lambdas": tv_lambdas, "iterations_applied_to": sorted(applied),
+                   "iterations_chosen": chosen,
                    "outputs": {k: os.path.relpath(v, workdir) for k, v in outputs.items()}})
     common.write_config_json(workdir, config)
     logging.info("wrote %s", sorted(outputs.values()))
     print(open(outputs["markdown"], encoding="utf-8").read())
+    for method, per_task in chosen.items():
+        print(f"{method}: iterations chosen on {len(selection)} {FLAGS.iterations_split} slices: "
+              + ", ".join(f"{t} {n_t}" for t, n_t in per_task.items()))
 
 
-_OWN_FLAGS = ("data_dir", "split", "tasks", "mask_dir", "mask_seed", "models", "task_ids", "iterations", "workdir", "batch_size",
+_OWN_FLAGS = ("data_dir", "split", "tasks", "mask_dir", "mask_seed", "models", "task_ids", "iterations",
+              "iterations_split", "iterations_slices", "iterations_grid", "workdir", "batch_size",
               "max_slices", "zero_filled", "classical", "tv_lambda", "tv_lambda_grid", "tv_iters", "tv_tune_slices",
               "sigpy", "noise_sigma", "noise_seed", "figure_slice", "zoom_box", "convergence", "title")
 

@@ -158,6 +158,38 @@ def test_evaluate_iterations_runs_loa_models_past_their_phases(tmp_path, rng):
     assert not os.path.exists(tmp_path / "w")
 
 
+def test_evaluate_iterations_auto_chooses_on_the_selection_split(tmp_path, rng):
+    """--iterations=auto: per LOA model and task, the count select_iterations picks on --iterations_split."""
+    from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
+    from loa_meta.evaluation.iterations import select_iterations
+    from loa_meta.sampling import make_mask
+
+    data_dir = str(tmp_path / "data")
+    write_prepared(data_dir, rng)
+    meta_path = _save_models(tmp_path)
+    workdir = str(tmp_path / "eval")
+    res = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2,radial:0.4",
+                  f"--models=meta={meta_path},conventional={tmp_path}/conv_{{task}}/model.keras", "--iterations=auto",
+                  "--iterations_grid=1,2,6", f"--workdir={workdir}", "--noclassical", "--noconvergence", "--batch_size=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    by = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in csv.DictReader(open(os.path.join(workdir, "table.csv")))}
+    cfg = json.load(open(os.path.join(workdir, "config.json")))
+    val, test = np.load(os.path.join(data_dir, "val.npy")), np.load(os.path.join(data_dir, "test.npy"))
+    meta = common.load_model(meta_path)
+    for task, ratio, tid in (("radial_0.20", 0.2, 1), ("radial_0.40", 0.4, 0)):
+        mask = make_mask("radial", (H, W), ratio, seed=0)
+        n, _ = select_iterations(meta, val, {task: mask}, {task: tid}, [1, 2, 6])
+        assert cfg["iterations_chosen"]["meta"][task] == n[task]
+        r = evaluate_model(model_reconstruct_fn(meta, num_iterations=n[task]), test, {task: mask}, task_ids=[tid])
+        assert by[(task, "meta")] == pytest.approx(float(np.mean(r[task]["psnr"])), abs=1e-3)
+        assert cfg["iterations_chosen"]["conventional"][task] in (1, 2, 6)
+    assert "iterations chosen on" in res.stdout
+    # choosing on the evaluated split is refused
+    bad = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2", f"--models=meta={meta_path}",
+                  "--iterations=auto", "--iterations_split=test", f"--workdir={tmp_path / 'w'}")
+    assert bad.returncode != 0 and "--iterations_split" in bad.stderr and not os.path.exists(tmp_path / "w")
+
+
 def test_evaluate_bad_flags(tmp_path, rng):
     data_dir = str(tmp_path / "data")
     write_prepared(data_dir, rng)
