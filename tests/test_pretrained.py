@@ -78,6 +78,21 @@ def test_card_must_state_data_command_and_a_table_with_tv(tmp_path):
     assert not os.path.exists(tmp_path / "models")  # nothing written on a bad card
 
 
+def test_optional_inference_iterations_field_is_checked(tmp_path):
+    card = _card(tasks=("radial:0.2", "radial:0.4"))
+    tasks = card["tasks"]
+    card["inference_iterations"] = {"chosen": {t: 2 for t in tasks}, "selection": "held-out slices",
+                                    "table": [{"task": "radial_0.20", "method": "m (N iterations)", "psnr_mean": 30.0}]}
+    pretrained.validate_card(card)
+    for bad in ({"chosen": {tasks[0]: 2}, "selection": "s", "table": []},        # a task without a count
+                {"chosen": {t: 0 for t in tasks}, "selection": "s", "table": []},  # not a positive count
+                {"chosen": {t: 2 for t in tasks}, "table": []},                    # how it was chosen is missing
+                {"chosen": {t: 2 for t in tasks}, "selection": "s", "table": [{"task": "x"}]}):
+        card["inference_iterations"] = bad
+        with pytest.raises(ValueError, match="inference_iterations"):
+            pretrained.validate_card(card)
+
+
 def _run(module, *args, env_dir=None):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     if env_dir:
@@ -134,6 +149,16 @@ def test_shipped_demo_model_loads_and_its_card_states_tv():
     for task in {t for t, _ in rows}:
         margin = rows[(task, "Meta-learning")] - rows[(task, "TV")]
         assert margin >= (0.3 if task == "radial_0.10" else 0.5), (task, margin)
+    # beyond the paper (quality 5.31): the counts chosen on new subjects, and the card's table at those counts is
+    # what reconstruct(num_iterations=N) gives on the test split; at them every ratio is >= TV + 0.5 dB
+    assert pretrained.recommended_iterations("demo-t1-radial") == [30, 3, 3, 3]
+    entry = card["inference_iterations"]
+    assert "never chosen on the test split" in entry["selection"] and "--iterations=30,3,3,3" in entry["command"]
+    at_n = {r["task"]: r["psnr_mean"] for r in entry["table"]}
+    for task, n in zip(("radial_0.10", "radial_0.20", "radial_0.30", "radial_0.40"), (30, 3, 3, 3)):
+        assert at_n[task] - rows[(task, "TV")] >= 0.5, task
+        if n == model.num_phases:  # the trained phases: the same row as the main table
+            assert at_n[task] == pytest.approx(rows[(task, "Meta-learning")], abs=1e-4)
 
 
 def test_publish_rejects_a_bad_name_as_a_name_error_before_reading_anything(tmp_path):

@@ -44,6 +44,11 @@ CARD_FIELDS = {
     "image_shape": "[H, W] of the training slices",
     "table": "test-split rows: [{task, method, psnr_mean, psnr_std, ssim_mean, ...}] incl. Zero-filled and TV",
 }
+# Optional card fields (validated when present).
+OPTIONAL_CARD_FIELDS = {
+    "inference_iterations": "beyond the paper: {chosen: {task spec: N}, selection: how N was chosen (never on the "
+                            "test split), table: test-split rows of the model run for N iterations}",
+}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -129,7 +134,38 @@ def validate_card(card: Mapping[str, Any]) -> Dict[str, Any]:
         if not need <= methods or len(methods - need) < 1:
             raise ValueError(f"Model card table must have Zero-filled, TV and the model's rows for task {t}, "
                              f"but has: {sorted(m for m in methods if m)}")
+    if "inference_iterations" in card:
+        _check_inference_iterations(card["inference_iterations"], tasks)
     return dict(card)
+
+
+def _check_inference_iterations(entry: Any, tasks: List[str]) -> None:
+    """The optional ``inference_iterations`` field: a count per task spec, how it was chosen, its rows."""
+    if not isinstance(entry, Mapping) or not {"chosen", "selection", "table"} <= set(entry):
+        raise ValueError("Model card field 'inference_iterations' must be an object with 'chosen', 'selection' and "
+                         f"'table', but received: {entry!r}")
+    chosen = entry["chosen"]
+    if not isinstance(chosen, Mapping) or sorted(chosen) != sorted(tasks) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in chosen.values()):
+        raise ValueError(f"Model card field 'inference_iterations.chosen' must map each of the tasks {tasks} to a "
+                         f"positive integer, but received: {chosen!r}")
+    rows = entry["table"]
+    if not isinstance(rows, list) or not all(isinstance(r, Mapping) and isinstance(r.get("psnr_mean"), (int, float))
+                                             for r in rows):
+        raise ValueError("Model card field 'inference_iterations.table' must be a list of rows with a numeric "
+                         "'psnr_mean'.")
+
+
+def recommended_iterations(name: str, where: Optional[str] = None) -> Optional[List[int]]:
+    """The card's inference iteration count per task, in task-id order (``None`` if it states none).
+
+    Beyond the paper: ``model.reconstruct(y, mask, task_id, num_iterations=N)`` with these counts (or
+    ``experiments.evaluate --iterations=...``); how they were chosen is the card's
+    ``inference_iterations.selection``.
+    """
+    c = card(name, where)
+    entry = c.get("inference_iterations")
+    return None if entry is None else [int(entry["chosen"][t]) for t in c["tasks"]]
 
 
 def card(name: str, where: Optional[str] = None) -> Dict[str, Any]:
