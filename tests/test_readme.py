@@ -119,4 +119,7 @@ def test_readme_examples_run_as_written(quickstart_outputs):
     assert sorted(summary["stages_run"]) == ["adapt/radial_0.25", "conv/radial_0.20", "conv/radial_0.25", "evaluation",
                                              "meta"]
     unseen = {(r["task"], r["method"]) for r in csv.DictReader(open(os.path.join(rep, "evaluation", "table_unseen.csv")))}
-    assert unseen == {("radial_0.25", m) for m in ("Zero-filled", "TV", "Conventional", "Meta-learning")}
+    assert unseen == {("radial_0.25", m) for m in ("Zero-filled", "TV", "Conventional", "Meta-learning",
+                                                   "Conventional (N on held-out)", "Meta-learning (N on held-out)")}
+    chosen = json.load(open(os.path.join(rep, "evaluation", "inference_iterations.json")))["chosen"]
+    assert set(chosen["Conventional (N on held-out)"]) == {"radial_0.20", "radial_0.25"}
