@@ -115,6 +115,21 @@ def test_evaluate_end_to_end(tmp_path, rng):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _evaluate_meta_and_conventional(tmp_path, rng, *flags):
+    """evaluate a shared meta model and per-task conventional models on radial 20/40 % with ``flags``:
+    ``(data_dir, meta_path, workdir, {(task, method): mean PSNR}, process)``."""
+    data_dir = str(tmp_path / "data")
+    write_prepared(data_dir, rng)
+    meta_path = _save_models(tmp_path)
+    workdir = str(tmp_path / "eval")
+    res = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2,radial:0.4",
+                  f"--models=meta={meta_path},conventional={tmp_path}/conv_{{task}}/model.keras", *flags,
+                  f"--workdir={workdir}", "--noclassical", "--noconvergence", "--batch_size=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    by = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in csv.DictReader(open(os.path.join(workdir, "table.csv")))}
+    return data_dir, meta_path, workdir, by, res
+
+
 def test_evaluate_iterations_runs_loa_models_past_their_phases(tmp_path, rng):
     """--iterations: per task, LOA models run that many Algorithm 1 iterations (0 = their trained T)."""
     import tensorflow as tf
@@ -123,15 +138,7 @@ def test_evaluate_iterations_runs_loa_models_past_their_phases(tmp_path, rng):
     from loa_meta.physics.operators import SingleCoilOperator
     from loa_meta.sampling import make_mask
 
-    data_dir = str(tmp_path / "data")
-    write_prepared(data_dir, rng)
-    meta_path = _save_models(tmp_path)
-    workdir = str(tmp_path / "eval")
-    res = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2,radial:0.4",
-                  f"--models=meta={meta_path},conventional={tmp_path}/conv_{{task}}/model.keras", "--iterations=5,0",
-                  f"--workdir={workdir}", "--noclassical", "--noconvergence", "--batch_size=2")
-    assert res.returncode == 0, res.stderr[-3000:]
-    by = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in csv.DictReader(open(os.path.join(workdir, "table.csv")))}
+    data_dir, meta_path, workdir, by, _ = _evaluate_meta_and_conventional(tmp_path, rng, "--iterations=5,0")
     test = np.load(os.path.join(data_dir, "test.npy"))
     meta = common.load_model(meta_path)
     conv = common.load_model(str(tmp_path / "conv_radial_0.20" / "model.keras"))
@@ -164,15 +171,8 @@ def test_evaluate_iterations_auto_chooses_on_the_selection_split(tmp_path, rng):
     from loa_meta.evaluation.iterations import select_iterations
     from loa_meta.sampling import make_mask
 
-    data_dir = str(tmp_path / "data")
-    write_prepared(data_dir, rng)
-    meta_path = _save_models(tmp_path)
-    workdir = str(tmp_path / "eval")
-    res = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2,radial:0.4",
-                  f"--models=meta={meta_path},conventional={tmp_path}/conv_{{task}}/model.keras", "--iterations=auto",
-                  "--iterations_grid=1,2,6", f"--workdir={workdir}", "--noclassical", "--noconvergence", "--batch_size=2")
-    assert res.returncode == 0, res.stderr[-3000:]
-    by = {(r["task"], r["method"]): float(r["psnr_mean"]) for r in csv.DictReader(open(os.path.join(workdir, "table.csv")))}
+    data_dir, meta_path, workdir, by, res = _evaluate_meta_and_conventional(tmp_path, rng, "--iterations=auto",
+                                                                            "--iterations_grid=1,2,6")
     cfg = json.load(open(os.path.join(workdir, "config.json")))
     val, test = np.load(os.path.join(data_dir, "val.npy")), np.load(os.path.join(data_dir, "test.npy"))
     meta = common.load_model(meta_path)
