@@ -42,9 +42,10 @@ flags.DEFINE_list("crop", None, "NIfTI input: in-plane centred crop H,W (e.g. 16
 flags.DEFINE_integer("num_slices", None, "NIfTI input: number of adjacent central slices; default all.", lower_bound=1)
 flags.DEFINE_float("noise_sigma", 0.0, "NIfTI input: k-space noise std per component (Eq. 1).", lower_bound=0.0)
 flags.DEFINE_integer("noise_seed", 0, "NIfTI input: noise seed.")
-flags.DEFINE_integer("num_iterations", None, "LOA model: run this many Algorithm 1 iterations instead of its trained "
-                     "phases T (more than T reuses the last phase's step sizes; beyond the paper, see "
-                     "docs/benchmarks_quality.md 5.31).", lower_bound=1)
+flags.DEFINE_string("num_iterations", None, "LOA model: run this many Algorithm 1 iterations instead of its trained "
+                    "phases T (more than T reuses the last phase's step sizes; beyond the paper, see "
+                    "docs/benchmarks_quality.md 5.31); 'recommended': the count its model card states for the task "
+                    "(--model=pretrained:NAME; loa_meta.pretrained.recommended_iterations).")
 
 _OWN_FLAGS = ("input", "mask", "mask_seed", "model", "task_id", "tv_lambda", "tv_iters", "output", "batch_size",
               "crop", "num_slices", "noise_sigma", "noise_seed", "num_iterations")
@@ -105,6 +106,36 @@ def _task_id(model) -> int:
         raise common.usage_error("mask" if spec else "task_id", f"model {FLAGS.model}: {e}") from None
 
 
+def _num_iterations(task_id: int) -> int:
+    """--num_iterations as a count: a positive integer, or the model card's count for ``task_id``."""
+    text = FLAGS.num_iterations.strip()
+    if text.lower() == "recommended":
+        from loa_meta import pretrained
+
+        if not FLAGS.model.startswith(pretrained.PREFIX):
+            raise common.usage_error("num_iterations", "'recommended' needs --model=pretrained:NAME (a model card)")
+        name = FLAGS.model[len(pretrained.PREFIX):]
+        counts = pretrained.recommended_iterations(name)
+        if counts is None:
+            raise common.usage_error("num_iterations", f"the model card of {name} states no inference iterations; "
+                                     "give a number")
+        n = counts[task_id]
+        logging.info("--num_iterations=recommended: %d iterations for task id %d (model card of %s)", n, task_id, name)
+    else:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise common.usage_error("num_iterations", f"expected a positive integer or 'recommended', but received: "
+                                     f"{FLAGS.num_iterations!r}")
+    RESOLVED["num_iterations"] = n
+    return n
+
+
+RESOLVED: dict = {}  # values resolved from flags (written to the output's .json)
+
+
 def _recon_fn():
     """``(fn(kspace, mask, task_id) -> (B, H, W), method, task id)`` for the chosen method."""
     from loa_meta.evaluation import classical
@@ -119,7 +150,8 @@ def _recon_fn():
         if not isinstance(model, LOANet):
             raise common.usage_error("num_iterations", f"applies to LOA networks only; {FLAGS.model} is a "
                                      f"{type(model).__name__}")
-        return model_reconstruct_fn(model, num_iterations=FLAGS.num_iterations), "model", _task_id(model)
+        task_id = _task_id(model)
+        return model_reconstruct_fn(model, num_iterations=_num_iterations(task_id)), "model", task_id
     if FLAGS.num_iterations is not None:
         raise common.usage_error("num_iterations", "needs --model (a LOA network)")
     if FLAGS.tv_lambda is not None:
@@ -243,7 +275,7 @@ def main(argv):
         _write_images(images, out)
 
     config = common.flag_values_dict(_OWN_FLAGS)
-    config.update(info, method=method, resolved_task_id=task_id, output_shape=list(np.shape(images)))
+    config.update(info, method=method, resolved_task_id=task_id, output_shape=list(np.shape(images)), **RESOLVED)
     atomic_write_text(out + ".json", json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
     logging.info("wrote %s (%s, %d slices)", out, method, np.shape(images)[0])
 

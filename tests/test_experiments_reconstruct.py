@@ -70,6 +70,12 @@ def test_reconstruct_kspace_zero_filled_and_model(tmp_path, rng):
     res = run_app("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={tmp_path / 'y.npy'}",
                   "--num_iterations=4")
     assert res.returncode != 0 and "--num_iterations" in res.stderr and not os.path.exists(tmp_path / "y.npy")
+    for value, message in (("0", "positive integer"), ("many", "positive integer"),
+                           ("recommended", "needs --model=pretrained:NAME")):
+        res = run_app("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={tmp_path / 'z.npy'}",
+                      f"--model={model_path}", "--mask=radial:0.4", f"--num_iterations={value}")
+        assert res.returncode != 0 and "--num_iterations" in res.stderr and message in res.stderr, value
+        assert not os.path.exists(tmp_path / "z.npy")
 
 
 @pytest.mark.slow

@@ -114,6 +114,20 @@ def test_apps_load_pretrained_by_name(tmp_path):
             "task_id": tf.zeros([2], tf.int32)}
     np.testing.assert_allclose(np.load(out), model(feed).numpy(), atol=1e-5)
     assert json.load(open(out + ".json"))["method"] == "model"
+    # --num_iterations=recommended: the card's count for the task (none stated: a flag error)
+    bad = _run("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={tmp_path / 'r.npy'}",
+               "--model=pretrained:demo-x", "--num_iterations=recommended", env_dir=where)
+    assert bad.returncode != 0 and "--num_iterations" in bad.stderr and "states no inference iterations" in bad.stderr
+    card = pretrained.card("demo-x", where)
+    card["inference_iterations"] = {"chosen": {"radial:0.2": 4}, "selection": "test", "table": []}
+    pretrained.install("demo-x", pretrained.model_path("demo-x", where), card, where=str(tmp_path / "models2"))
+    rec = str(tmp_path / "rec4.npy")
+    proc = _run("experiments.reconstruct", f"--input={tmp_path / 'scan.npz'}", f"--output={rec}",
+                "--model=pretrained:demo-x", "--num_iterations=recommended", env_dir=str(tmp_path / "models2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = model.reconstruct(feed["kspace"], feed["mask"], feed["task_id"], num_iterations=4).numpy()
+    np.testing.assert_allclose(np.load(rec), want, atol=1e-5)
+    assert json.load(open(rec + ".json"))["num_iterations"] == 4
     # an unknown name is a one-line flag error listing the known names, in every app
     for module, args in (("experiments.reconstruct", (f"--input={tmp_path / 'scan.npz'}", f"--output={out}",
                                                       "--model=pretrained:nope")),
