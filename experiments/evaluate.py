@@ -45,7 +45,10 @@ flags.DEFINE_list("iterations", None, "Iterations of Algorithm 1 run by LOA mode
                   "(LOANet.reconstruct(num_iterations=...); beyond the paper). 'auto': chosen per LOA model and task "
                   "on --iterations_split (highest mean PSNR over --iterations_grid, ties within 0.01 dB to the "
                   "smallest; loa_meta.evaluation.iterations), never on the evaluated split. Default: T for every task.")
-flags.DEFINE_string("iterations_split", "val", "With --iterations=auto: the selection split (must differ from --split).")
+flags.DEFINE_string("iterations_split", "val", "With --iterations=auto: the selection split (must differ from --split "
+                    "unless --iterations_data_dir names other data).")
+flags.DEFINE_string("iterations_data_dir", None, "With --iterations=auto: prepared data of the selection split "
+                    "(e.g. new subjects); default --data_dir.")
 flags.DEFINE_integer("iterations_slices", 20, "With --iterations=auto: the first N slices of --iterations_split.",
                      lower_bound=1)
 flags.DEFINE_list("iterations_grid", ["1", "2", "3", "4", "5", "7", "9", "11", "15", "20", "30"],
@@ -98,9 +101,12 @@ def main(argv):
     grid = common.parse_int_list(FLAGS.iterations_grid, "iterations_grid")
     if not grid or min(grid) < 1:
         raise common.usage_error("iterations_grid", f"expected positive integers, but received: {FLAGS.iterations_grid!r}")
-    if auto and FLAGS.iterations_split == FLAGS.split:
+    sel_dir = FLAGS.iterations_data_dir or FLAGS.data_dir
+    if auto and FLAGS.iterations_split == FLAGS.split and os.path.realpath(sel_dir) == os.path.realpath(FLAGS.data_dir):
         raise common.usage_error("iterations_split", f"must differ from --split={FLAGS.split}: the iteration counts "
                                  "are chosen on a selection split, never on the evaluated one")
+    if auto and FLAGS.iterations_data_dir:
+        common.require_dir("iterations_data_dir", FLAGS.iterations_data_dir)
     zoom_box = common.parse_int_list(FLAGS.zoom_box, "zoom_box", length=4)
     tv_grid = []
     for g in FLAGS.tv_lambda_grid:
@@ -130,7 +136,13 @@ def main(argv):
 
     results, tv_lambdas, loaded, task_ids_of, applied = {}, {}, {}, {}, set()
     chosen: dict = {}
-    selection = common.load_split_images(FLAGS.data_dir, FLAGS.iterations_split, FLAGS.iterations_slices) if auto else None
+    selection = None
+    if auto:
+        sel_flag = "iterations_data_dir" if FLAGS.iterations_data_dir else "iterations_split"
+        selection = common.load_split_images(sel_dir, FLAGS.iterations_split, FLAGS.iterations_slices, flag=sel_flag)
+        if selection.shape[1:] != (h, w):
+            raise common.usage_error(sel_flag, f"the selection slices of {sel_dir} [{FLAGS.iterations_split}] are "
+                                     f"{selection.shape[1]}x{selection.shape[2]}, the evaluated ones {h}x{w}")
 
     def count(model, method, t, tid):
         """The iteration count of ``model`` on task ``t``: the flag's, or chosen on the selection split."""
@@ -253,7 +265,7 @@ def main(argv):
 
 
 _OWN_FLAGS = ("data_dir", "split", "tasks", "mask_dir", "mask_seed", "models", "task_ids", "iterations",
-              "iterations_split", "iterations_slices", "iterations_grid", "workdir", "batch_size",
+              "iterations_split", "iterations_data_dir", "iterations_slices", "iterations_grid", "workdir", "batch_size",
               "max_slices", "zero_filled", "classical", "tv_lambda", "tv_lambda_grid", "tv_iters", "tv_tune_slices",
               "sigpy", "noise_sigma", "noise_seed", "figure_slice", "zoom_box", "convergence", "title")
 

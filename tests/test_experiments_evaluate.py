@@ -188,6 +188,16 @@ def test_evaluate_iterations_auto_chooses_on_the_selection_split(tmp_path, rng):
     bad = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2", f"--models=meta={meta_path}",
                   "--iterations=auto", "--iterations_split=test", f"--workdir={tmp_path / 'w'}")
     assert bad.returncode != 0 and "--iterations_split" in bad.stderr and not os.path.exists(tmp_path / "w")
+    # another dataset's split (new subjects) may select, if its slices have the evaluated size
+    other = str(tmp_path / "other")
+    write_prepared(other, np.random.default_rng(7))
+    res = run_app("experiments.evaluate", f"--data_dir={data_dir}", "--tasks=radial:0.2", f"--models=meta={meta_path}",
+                  "--iterations=auto", f"--iterations_data_dir={other}", "--iterations_split=test", "--iterations_grid=1,6",
+                  f"--workdir={tmp_path / 'w2'}", "--noclassical", "--noconvergence")
+    assert res.returncode == 0, res.stderr[-3000:]
+    n, _ = select_iterations(meta, np.load(os.path.join(other, "test.npy")),
+                             {"radial_0.20": make_mask("radial", (H, W), 0.2, seed=0)}, {"radial_0.20": 1}, [1, 6])
+    assert json.load(open(tmp_path / "w2" / "config.json"))["iterations_chosen"]["meta"] == n
 
 
 def test_evaluate_bad_flags(tmp_path, rng):
