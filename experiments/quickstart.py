@@ -32,7 +32,8 @@ from absl import flags, logging
 
 from experiments import cli, common, training_common as tc
 from experiments.presets import get_preset
-from experiments.reproduce import StageRunner, run_protocol
+from experiments.reproduce import (StageRunner, define_inference_iterations_flag, inference_iterations_override,
+                                   run_protocol)
 from loa_meta.evaluation.verdict import quickstart_verdict as verdict
 
 FLAGS = flags.FLAGS
@@ -46,6 +47,7 @@ flags.DEFINE_integer("workers", 2, "Training stages run at once in separate proc
 flags.DEFINE_string("crop", None, "In-plane crop H,W of the prepared slices (default 64,64; smoke 32,32).")
 flags.DEFINE_integer("seed", 0, "Seed of the demo data, training and masks.")
 flags.DEFINE_string("preset", None, "Preset (default: quickstart, or tiny with --smoke).")
+define_inference_iterations_flag()
 
 SEEN = ("radial:0.1", "radial:0.2", "radial:0.3", "radial:0.4")
 UNSEEN = ("radial:0.25",)
@@ -100,6 +102,7 @@ def _main():
         preset = get_preset(FLAGS.preset or ("tiny" if FLAGS.smoke else "quickstart"))
     except ValueError as e:
         raise common.usage_error("preset", str(e)) from None
+    preset = inference_iterations_override(preset)
     workdir = common.prepare_workdir(FLAGS.workdir)
     t0 = time.time()
     common.write_config_json(workdir, dict(common.flag_values_dict(_OWN), resolved_crop=list(crop),
@@ -131,7 +134,7 @@ def _main():
         sys.exit(1)
 
 
-_OWN = ("workdir", "smoke", "margin_db", "workers", "crop", "seed", "preset")
+_OWN = ("workdir", "smoke", "margin_db", "workers", "crop", "seed", "preset", "inference_iterations")
 
 
 def main(argv):

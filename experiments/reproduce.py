@@ -516,7 +516,28 @@ def define_flags():
     flags.DEFINE_string("title", "", "Caption added to the summary (e.g. 'T1, demo data').")
     flags.DEFINE_integer("workers", 1, "Training stages run at once, each in its own process (results do not "
                          "depend on it; 2 nearly halves the wall time of the cpu preset on 2 CPU cores).")
+    define_inference_iterations_flag()
     tc.define_model_option_flags()
+
+
+def define_inference_iterations_flag():
+    """--inference_iterations of reproduce and quickstart (the preset field ``inference_iterations``)."""
+    flags.DEFINE_list("inference_iterations", None, "Override: iteration counts among which each LOA model's count "
+                      "per task is chosen on the held-out slices, for the extra '(N on held-out)' rows (beyond the "
+                      "paper; quickstart/cpu presets: 1,2,3,4,5,7,9,11,15,20,30); 'none': the trained T phases only.")
+
+
+def inference_iterations_override(preset: Preset) -> Preset:
+    """The preset with --inference_iterations applied (unchanged when the flag is not given)."""
+    v = FLAGS.inference_iterations
+    if v is None:
+        return preset
+    if len(v) == 1 and v[0].strip().lower() == "none":
+        return preset.override(inference_iterations=())
+    grid = common.parse_int_list(v, "inference_iterations")
+    if not grid or min(grid) < 1:
+        raise common.usage_error("inference_iterations", f"expected positive integers or 'none', but received: {v!r}")
+    return preset.override(inference_iterations=tuple(sorted(set(grid))))
 
 
 def _task_flag(name):
@@ -533,7 +554,7 @@ def _main():
         preset = get_preset(FLAGS.preset)
     except ValueError as e:
         raise common.usage_error("preset", str(e)) from None
-    preset = preset.override(**tc.model_option_overrides())
+    preset = inference_iterations_override(preset.override(**tc.model_option_overrides()))
     tc.check_init_weights(preset)
     seen = _task_flag("tasks")
     if seen is not None and not seen:
@@ -555,7 +576,7 @@ def _main():
 
 _OWN = ("data_dir", "workdir", "preset", "seed", "mask_seed", "tasks", "unseen_tasks", "cartesian_tasks", "reduced",
         "ista", "figures", "title", "workers", "filters", "eps0_floor", "regularizer_init", "global_clipnorm",
-        "safeguard", "loss_reduction", "average_checkpoints", "init_weights")
+        "safeguard", "loss_reduction", "average_checkpoints", "init_weights", "inference_iterations")
 
 
 def main(argv):

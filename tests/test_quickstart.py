@@ -19,6 +19,22 @@ def test_quickstart_bad_flags(tmp_path):
     assert proc.returncode != 0 and "--margin_db" in proc.stderr
     proc = run_app("experiments.quickstart", f"--workdir={tmp_path}/q", "--workers=0")
     assert proc.returncode != 0 and "--workers" in proc.stderr
+    for value in ("0,2", "x"):
+        proc = run_app("experiments.quickstart", f"--workdir={tmp_path}/q", f"--inference_iterations={value}")
+        assert proc.returncode != 0 and "--inference_iterations" in proc.stderr, value
+    assert not os.path.exists(tmp_path / "q")
+
+
+def test_inference_iterations_flag_overrides_the_preset(monkeypatch):
+    from types import SimpleNamespace
+
+    from experiments import reproduce
+    from experiments.presets import get_preset
+
+    quick = get_preset("quickstart")
+    for value, want in ((None, quick.inference_iterations), (["none"], ()), (["5", "1", "5"], (1, 5))):
+        monkeypatch.setattr(reproduce, "FLAGS", SimpleNamespace(inference_iterations=value))
+        assert reproduce.inference_iterations_override(quick).inference_iterations == want
 
 
 def _summary(meta_tv, meta_zf, meta_conv):
