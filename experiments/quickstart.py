@@ -14,11 +14,13 @@ Steps (each resumable: re-running the command skips finished stages):
                        stage 3 (``--workers=2``);
 5. ``adapt/radial_0.25`` adaptation of omega to the unseen ratio 25 %;
 6. ``evaluation``      tables against zero-filled, TV (lambda chosen on the val split) and
-                       conventional, figures, Fig. 6.
+                       conventional, figures, Fig. 6; every LOA model with its 3 trained phases and, beyond
+                       the paper, at the iteration count chosen per task on the 8 held-out val slices
+                       (rows "(N on held-out)"; ``--inference_iterations``, docs/experiments.md).
 
 The job then checks that, at every seen ratio, meta-learning's mean test PSNR is at least TV's
 (plus ``--margin_db``, default 0) and that meta-learning beats conventional learning on average over
-the seen ratios; it prints both margins and a verdict (exit status 1 if it does not hold; ``--smoke``
+the seen ratios (judged on the "(N on held-out)" rows when they exist); it prints both margins and a verdict (exit status 1 if it does not hold; ``--smoke``
 runs a seconds-scale version of the same pipeline and only reports the verdict).
 """
 

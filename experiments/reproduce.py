@@ -15,7 +15,9 @@ so re-running the same command resumes):
 5. ``ista/<task>``            ISTA-Net+ per seen ratio (Table 1);
 6. ``adapt/<task>``           adaptation of the meta model's omega to each unseen task (Section 5.4);
 7. ``evaluation``             Tables (Markdown + CSV), comparison figures, Fig. 6 convergence plot,
-                              ``claims.json`` / ``summary.md`` comparing with the paper's claims.
+                              ``claims.json`` / ``summary.md`` comparing with the paper's claims; with
+                              the preset's ``inference_iterations`` (cpu, quickstart) also the LOA rows
+                              "(N on held-out)" and ``inference_iterations.json`` (beyond the paper).
 
 All stages share the masks in ``<workdir>/masks`` (built once from ``--mask_seed``).
 """
