@@ -191,23 +191,34 @@ def _per_task_results(images, masks, model_paths: Dict[str, str], batch: int, ke
     return out
 
 
-def _per_task_results_n(images, masks, model_paths: Dict[str, str], batch: int, keep, selection, grid,
-                        specs=None) -> Tuple[dict, Dict[str, int], dict]:
-    """Like :func:`_per_task_results` for LOA models, at the iteration count chosen per task on the
-    ``selection`` slices (``select_iterations``); returns ``(results, {task: N}, {task: {N: scores}})``."""
+def _at_chosen_counts(model, ids: Dict[str, int], masks, images, selection, grid, batch: int, keep
+                      ) -> Tuple[dict, Dict[str, int], dict]:
+    """One LOA model on the tasks ``ids`` (name -> task id), each run for the iteration count chosen on the
+    ``selection`` slices (``select_iterations``): ``(results, {task: N}, {task: {N: scores}})``."""
     from loa_meta.evaluation.evaluate import evaluate_model, model_reconstruct_fn
     from loa_meta.evaluation.iterations import select_iterations
+
+    chosen, scores = select_iterations(model, selection, {n: masks[n] for n in ids}, ids, grid)
+    out = {}
+    for name, tid in ids.items():
+        out.update(evaluate_model(model_reconstruct_fn(model, num_iterations=chosen[name]), images,
+                                  {name: masks[name]}, task_ids=[tid], batch_size=batch, keep=keep))
+    return out, chosen, scores
+
+
+def _per_task_results_n(images, masks, model_paths: Dict[str, str], batch: int, keep, selection, grid,
+                        specs=None) -> Tuple[dict, Dict[str, int], dict]:
+    """:func:`_at_chosen_counts` for one model file per task (as :func:`_per_task_results`)."""
     from loa_meta.sampling import model_task_ids
 
     out, chosen, scores = {}, {}, {}
     for name, path in model_paths.items():
         model = common.load_model(path, flag="model")
         tid = 0 if specs is None else model_task_ids(model, [specs[name]])[0]
-        c, sc = select_iterations(model, selection, {name: masks[name]}, {name: tid}, grid)
-        n = chosen[name] = c[name]
-        scores[name] = sc[name]
-        out.update(evaluate_model(model_reconstruct_fn(model, num_iterations=n), images, {name: masks[name]},
-                                  task_ids=[tid], batch_size=batch, keep=keep))
+        r, c, sc = _at_chosen_counts(model, {name: tid}, masks, images, selection, grid, batch, keep)
+        out.update(r)
+        chosen.update(c)
+        scores.update(sc)
     return out, chosen, scores
 
 
@@ -333,7 +344,6 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
     of the training stages (docs/benchmarks_quality.md).
     """
     from loa_meta.evaluation.evaluate import evaluate_model, evaluate_tv, model_reconstruct_fn, zero_filled_fn
-    from loa_meta.evaluation.iterations import select_iterations
     from loa_meta.evaluation.tables import atomic_write_text, write_tables
     from loa_meta.sampling import model_task_ids
 
@@ -407,13 +417,8 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
             res[CONV_N], chosen[CONV_N], sel_scores[CONV_N] = _per_task_results_n(
                 test, masks, {n: os.path.join(workdir, "conv", n, tc.MODEL_FILE) for n in names}, batch, keep,
                 heldout, grid)
-            ids = dict(zip(names, seen_ids))
-            chosen[META_N], sel_scores[META_N] = select_iterations(mm, heldout, {n: masks[n] for n in names}, ids,
-                                                                   grid)
-            res[META_N] = {}
-            for n in names:
-                res[META_N].update(evaluate_model(model_reconstruct_fn(mm, num_iterations=chosen[META_N][n]), test,
-                                                  {n: masks[n]}, task_ids=[ids[n]], batch_size=batch, keep=keep))
+            res[META_N], chosen[META_N], sel_scores[META_N] = _at_chosen_counts(
+                mm, dict(zip(names, seen_ids)), masks, test, heldout, grid, batch, keep)
         tables["seen"] = res
         # Tables 3 / 4 (unseen radial) and 5 (Cartesian): adapted meta models vs conventional.
         for key, tasks in (("unseen", unseen), ("cartesian", cart)):
