@@ -29,7 +29,7 @@ SMALL_KAPPA0 = 1.0 / (1.0 + math.exp(-SMALL_OMEGA0))
 QUICKSTART_LOSS = "task_norm"  # beyond the paper (its sum: "sum"); measured in docs/benchmarks_quality.md 5.11
 
 # Inference iteration counts the quality presets choose among (= loa_meta.evaluation.iterations.DEFAULT_GRID,
-# tests/test_stage_rules.py; kept here so that the presets import no TensorFlow).
+# tests/test_experiments_train.py; kept here so that the presets import no TensorFlow).
 INFERENCE_GRID = (1, 2, 3, 4, 5, 7, 9, 11, 15, 20, 30)
 
 # Algorithm 2 schedule of Section 5.2 (every preset).

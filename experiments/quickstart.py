@@ -20,8 +20,9 @@ Steps (each resumable: re-running the command skips finished stages):
 
 The job then checks that, at every seen ratio, meta-learning's mean test PSNR is at least TV's
 (plus ``--margin_db``, default 0) and that meta-learning beats conventional learning on average over
-the seen ratios (judged on the "(N on held-out)" rows when they exist); it prints both margins and a verdict (exit status 1 if it does not hold; ``--smoke``
-runs a seconds-scale version of the same pipeline and only reports the verdict).
+the seen ratios (judged on the "(N on held-out)" rows when they exist); it prints both margins and a
+verdict (exit status 1 if it does not hold; ``--smoke`` runs a seconds-scale version of the same
+pipeline and only reports the verdict).
 """
 
 from __future__ import annotations

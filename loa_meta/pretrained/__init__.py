@@ -142,8 +142,8 @@ def validate_card(card: Mapping[str, Any]) -> Dict[str, Any]:
 def _check_inference_iterations(entry: Any, tasks: List[str]) -> None:
     """The optional ``inference_iterations`` field: a count per task spec, how it was chosen, its rows."""
     if not isinstance(entry, Mapping) or not {"chosen", "selection", "table"} <= set(entry):
-        raise ValueError("Model card field 'inference_iterations' must be an object with 'chosen', 'selection' and "
-                         f"'table', but received: {entry!r}")
+        raise ValueError(f"Model card field 'inference_iterations' must be {OPTIONAL_CARD_FIELDS['inference_iterations']}"
+                         f", but received: {entry!r}")
     chosen = entry["chosen"]
     if not isinstance(chosen, Mapping) or sorted(chosen) != sorted(tasks) or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in chosen.values()):
