@@ -86,8 +86,11 @@ def test_iteration_selection_rejects_bad_arguments(rng):
         score_iterations(model, images, {"m": np.ones((8, 8))})
     with pytest.raises(ValueError, match="task_ids"):
         score_iterations(model, images, masks, task_ids={"radial_0.10": 0})
-    with pytest.raises(TypeError, match="LOA network"):
-        score_iterations(object(), images, masks)
+    from loa_meta.models import ISTANetPlus
+
+    for not_loa in (object(), ISTANetPlus(num_phases=1, filters=4)):  # ISTA-Net+ has phases but no Algorithm 1
+        with pytest.raises(TypeError, match="LOA network"):
+            score_iterations(not_loa, images, masks)
     with pytest.raises(ValueError, match="scores"):
         choose_iterations({})
     with pytest.raises(ValueError, match="tie_db"):

@@ -71,7 +71,9 @@ def score_iterations(model, images: np.ndarray, masks: Mapping[str, np.ndarray],
     images = np.asarray(images)
     if images.ndim != 3 or images.shape[0] == 0:
         raise ValueError(f"Argument `images` must have shape (N, H, W) with N >= 1, but received: {images.shape}")
-    if not hasattr(model, "reconstruct") or not hasattr(model, "num_phases") or not hasattr(model, "omega_variables"):
+    from loa_meta.models import LOANet
+
+    if not isinstance(model, LOANet):
         raise TypeError(f"Argument `model` must be a LOA network (LOANet), but received: {type(model).__name__}")
     n, h, w = images.shape
     ids = {t: i for i, t in enumerate(masks)} if task_ids is None else dict(task_ids)
