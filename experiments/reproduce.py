@@ -445,13 +445,18 @@ def run_protocol(data_dir: str, workdir: str, preset: Preset, seed: int = 0, mas
             tables[key] = r
         captions = {"seen": "Tables 1-2: seen radial ratios", "unseen": "Tables 3-4: unseen radial ratios (adapted)",
                     "cartesian": "Table 5: random Cartesian masks (adapted)"}
+        table_captions = dict(captions)
+        if grid:  # the figures keep the short captions
+            note = (f" (rows \"(N on held-out)\": the same models run for the Algorithm 1 iteration count chosen per "
+                    f"task on {len(heldout)} held-out val slices, beyond the paper; counts in inference_iterations.json)")
+            table_captions = {k: v + note for k, v in captions.items()}
         orders = {"seen": [ZF, TV, ISTA, CONV_R, CONV, META_R, META, CONV_N, META_N],
                   "unseen": [ZF, TV, CONV, META, CONV_N, META_N], "cartesian": [ZF, TV, CONV, META, CONV_N, META_N]}
         md = [f"# Reproduction ({preset.name} preset){' - ' + title if title else ''}", ""]
         for key, res_k in tables.items():
             order = [m for m in orders[key] if m in res_k]
             tn = list(next(iter(res_k.values())).keys())
-            paths = write_tables(_strip(res_k), os.path.join(d, f"table_{key}"), title=captions[key],
+            paths = write_tables(_strip(res_k), os.path.join(d, f"table_{key}"), title=table_captions[key],
                                  task_order=tn, method_order=order)
             outputs[f"table_{key}"] = paths["markdown"]
             outputs[f"table_{key}_csv"] = paths["csv"]

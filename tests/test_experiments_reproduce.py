@@ -162,6 +162,7 @@ def test_protocol_writes_tables_and_claims_and_resumes(quickstart_smoke):
     sel = json.load(open(os.path.join(ev, "inference_iterations.json")))
     assert sel["grid"] == [1, 2, 4] and sel["selection_slices"] == tiny.eval_slices
     assert claims["inference_iterations"]["chosen"] == sel["chosen"]
+    assert "chosen per task on 2 held-out val slices, beyond the paper" in open(os.path.join(ev, "table_seen.md")).read()
     heldout = split_data(prep, tiny)["heldout"]
     test = load_images(prep, "test", tiny.max_test)
     for t, spec in seen:
