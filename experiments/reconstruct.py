@@ -129,36 +129,34 @@ def _num_iterations(task_id: int) -> int:
         if n < 1:
             raise common.usage_error("num_iterations", f"expected a positive integer or 'recommended', but received: "
                                      f"{FLAGS.num_iterations!r}")
-    RESOLVED["num_iterations"] = n
     return n
 
 
-RESOLVED: dict = {}  # values resolved from flags (written to the output's .json)
-
-
 def _recon_fn():
-    """``(fn(kspace, mask, task_id) -> (B, H, W), method, task id)`` for the chosen method."""
+    """``(fn(kspace, mask, task_id) -> (B, H, W), method, task id, resolved)`` for the chosen method;
+    ``resolved`` holds values worked out from the flags (``num_iterations``) for the output's ``.json``."""
     from loa_meta.evaluation import classical
     from loa_meta.evaluation.evaluate import model_reconstruct_fn, zero_filled_fn
 
     if FLAGS.model:
         model = common.load_model(FLAGS.model, flag="model")
         if FLAGS.num_iterations is None:
-            return model_reconstruct_fn(model), "model", _task_id(model)
+            return model_reconstruct_fn(model), "model", _task_id(model), {}
         from loa_meta.models import LOANet
 
         if not isinstance(model, LOANet):
             raise common.usage_error("num_iterations", f"applies to LOA networks only; {FLAGS.model} is a "
                                      f"{type(model).__name__}")
         task_id = _task_id(model)
-        return model_reconstruct_fn(model, num_iterations=_num_iterations(task_id)), "model", task_id
+        n = _num_iterations(task_id)
+        return model_reconstruct_fn(model, num_iterations=n), "model", task_id, {"num_iterations": n}
     if FLAGS.num_iterations is not None:
         raise common.usage_error("num_iterations", "needs --model (a LOA network)")
     if FLAGS.tv_lambda is not None:
         if FLAGS.tv_lambda < 0:
             raise common.usage_error("tv_lambda", f"must be >= 0, but received: {FLAGS.tv_lambda}")
-        return classical.tv_reconstruct_fn(FLAGS.tv_lambda, FLAGS.tv_iters), "tv", 0
-    return zero_filled_fn, "zero_filled", 0
+        return classical.tv_reconstruct_fn(FLAGS.tv_lambda, FLAGS.tv_iters), "tv", 0, {}
+    return zero_filled_fn, "zero_filled", 0, {}
 
 
 def _write_images(images, path):
@@ -245,7 +243,7 @@ def main(argv):
         mask = _resolve_mask(vs.images.shape[1:], nifti=True)
         if mask is None:
             raise common.usage_error("mask", "is required for NIfTI input (a task spec like radial:0.2 or a mask file)")
-        fn, method, task_id = _recon_fn()
+        fn, method, task_id, resolved = _recon_fn()
 
         def batch_fn(batch):
             return fn(batch["kspace"], batch["mask"], batch["task_id"])
@@ -270,12 +268,12 @@ def main(argv):
             info["mask_source"] = "file" if file_mask is not None else "non-zero k-space samples"
         if mask.shape[-2:] != kspace.shape[1:] or (mask.ndim == 3 and mask.shape[0] != kspace.shape[0]):
             raise common.usage_error("mask", f"mask shape {mask.shape} does not match the k-space shape {kspace.shape[1:]}")
-        fn, method, task_id = _recon_fn()
+        fn, method, task_id, resolved = _recon_fn()
         images = _run(fn, kspace, mask, task_id, FLAGS.batch_size)
         _write_images(images, out)
 
     config = common.flag_values_dict(_OWN_FLAGS)
-    config.update(info, method=method, resolved_task_id=task_id, output_shape=list(np.shape(images)), **RESOLVED)
+    config.update(info, method=method, resolved_task_id=task_id, output_shape=list(np.shape(images)), **resolved)
     atomic_write_text(out + ".json", json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
     logging.info("wrote %s (%s, %d slices)", out, method, np.shape(images)[0])
 
