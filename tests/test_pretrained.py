@@ -187,3 +187,79 @@ def test_publish_rejects_a_bad_name_as_a_name_error_before_reading_anything(tmp_
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "--name" in proc.stderr and "'Bad Name'" in proc.stderr and "--eval_dir" not in proc.stderr
     assert not where.exists()
+
+
+def _eval_dir(path, zf=(25.0, 30.0), model=(28.5, 33.0), method="Meta-learning", chosen=None, split="test",
+              tasks=("radial:0.2", "radial:0.4"), slices=20, tv=True):
+    """A minimal experiments.evaluate workdir (table.csv, config.json) for publish_pretrained."""
+    os.makedirs(path, exist_ok=True)
+    names = ["radial_0.20", "radial_0.40"][: len(tasks)]
+    lines = ["task,method,n,psnr_mean,psnr_std,ssim_mean,ssim_std,nmse_mean,nmse_std"]
+    for i, t in enumerate(names):
+        lines.append(f"{t},Zero-filled,{slices},{zf[i]},0.1,0.5,0.01,0.02,0.001")
+        if tv:
+            lines.append(f"{t},TV,{slices},{zf[i] + 3},0.1,0.7,0.01,0.01,0.001")
+        lines.append(f"{t},{method},{slices},{model[i]},0.1,0.8,0.01,0.005,0.001")
+    with open(os.path.join(path, "table.csv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    cfg = {"data_dir": "data/demo160", "split": split, "tasks": list(tasks), "mask_dir": "runs/x/masks",
+           "image_shape": [160, 180], "num_slices": slices, "classical": tv, "iterations": ["auto"] if chosen else None,
+           "iterations_data_dir": "data/p160", "iterations_split": "test", "iterations_slices": 20,
+           "iterations_grid": [1, 3, 30], "iterations_chosen": {method: chosen} if chosen else {}}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return str(path)
+
+
+def test_publish_takes_inference_iterations_from_an_auto_evaluation_and_refuses_other_slices(tmp_path):
+    """--iterations_eval_dir: the counts an `evaluate --iterations=auto` run chose, how, and its rows become the
+    card's inference_iterations entry (read back by recommended_iterations); an evaluation of other slices or
+    masks (other zero-filled rows), another split, a run without chosen counts or without the model's rows is
+    a one-line --iterations_eval_dir error, and nothing is written."""
+    src = tmp_path / "m.keras"
+    from loa_meta.models import LOANet
+
+    LOANet(num_phases=1, num_tasks=2).save(str(src))
+    main = _eval_dir(tmp_path / "main")
+    good = _eval_dir(tmp_path / "iters", model=(29.25, 33.5), tv=False,
+                     chosen={"radial_0.20": 30, "radial_0.40": 3})
+    where = tmp_path / "models"
+    common = ["--name=demo-it", f"--model={src}", f"--eval_dir={main}", "--description=x", "--data=x",
+              "--command=python -m experiments.train_meta ...", "--training_seconds=1", f"--where={where}"]
+    proc = _run("experiments.publish_pretrained", *common, f"--iterations_eval_dir={good}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = pretrained.card("demo-it", str(where))
+    entry = card["inference_iterations"]
+    assert entry["chosen"] == {"radial:0.2": 30, "radial:0.4": 3}
+    assert pretrained.recommended_iterations("demo-it", str(where)) == [30, 3]
+    at_n = {r["task"]: (r["method"], r["psnr_mean"]) for r in entry["table"]}
+    assert at_n == {"radial_0.20": ("Meta-learning (N iterations)", 29.25),
+                    "radial_0.40": ("Meta-learning (N iterations)", 33.5)}
+    # the note's margins are over the main table's TV rows (28.0 and 33.0)
+    assert "+1.25 / +0.50 dB" in entry["note"], entry["note"]
+    assert "'test' split of data/p160" in entry["selection"] and "{1,3,30}" in entry["selection"]
+    assert "--iterations=auto" in entry["command"] and "--iterations_data_dir=data/p160" in entry["command"]
+    assert "--noclassical" in entry["command"] and "--mask_dir=runs/x/masks" in entry["command"]
+    assert "inference_iterations" in proc.stdout
+    bad = {"other slices": dict(zf=(25.5, 30.0), chosen={"radial_0.20": 30, "radial_0.40": 3}),
+           "other split": dict(split="val", chosen={"radial_0.20": 30, "radial_0.40": 3}),
+           "no counts": dict(chosen=None),
+           "other model": dict(method="Other", chosen={"radial_0.20": 30, "radial_0.40": 3}),
+           "fewer slices": dict(slices=8, chosen={"radial_0.20": 30, "radial_0.40": 3})}
+    expect = {"other slices": "Zero-filled rows", "other split": "split='val'", "no counts": "--iterations=auto",
+              "other model": "no iteration counts chosen for 'Meta-learning'", "fewer slices": "num_slices=8"}
+    from absl import app
+
+    from experiments.publish_pretrained import read_iterations, read_table
+
+    rows, tasks, _, method = read_table(main)
+    for case, kw in bad.items():
+        d = _eval_dir(tmp_path / case.replace(" ", "_"), **kw)
+        with pytest.raises(app.UsageError) as err:
+            read_iterations(d, main, method, rows, tasks)
+        assert str(err.value).startswith("--iterations_eval_dir: ") and expect[case] in str(err.value), case
+    # through the app: a non-zero exit, a one-line error and no second model
+    proc = _run("experiments.publish_pretrained", *[c.replace("demo-it", "demo-bad") for c in common],
+                f"--iterations_eval_dir={tmp_path / 'other_slices'}")
+    assert proc.returncode != 0 and "--iterations_eval_dir" in proc.stderr and "Traceback" not in proc.stderr
+    assert pretrained.available(str(where)) == ["demo-it"]

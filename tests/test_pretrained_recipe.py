@@ -34,13 +34,26 @@ def test_recipe_trains_publishes_and_beats_zero_filled(quickstart_smoke, tmp_pat
     _ok(run_app("experiments.evaluate", f"--data_dir={data}", f"--tasks={TASKS}", f"--mask_dir={run}/masks",
                 f"--models=Meta-learning={run}/model.keras", f"--workdir={ev}", "--tv_iters=20",
                 "--tv_lambda_grid=1e-3,4e-3"))
+    # the documented second evaluation: iteration counts chosen on another split, the same test slices and masks
+    ev_n = str(tmp_path / "eval_n")
+    _ok(run_app("experiments.evaluate", f"--data_dir={data}", f"--tasks={TASKS}", f"--mask_dir={run}/masks",
+                f"--models=Meta-learning={run}/model.keras", f"--workdir={ev_n}", "--iterations=auto",
+                "--iterations_split=val", "--iterations_slices=4", "--iterations_grid=1,3,5", "--noclassical",
+                "--noconvergence"))
     where = str(tmp_path / "models")
     proc = _ok(run_app("experiments.publish_pretrained", "--name=demo-smoke", f"--model={run}/model.keras",
                        f"--eval_dir={ev}", "--description=smoke", "--data=smoke demo slices",
                        "--command=python -m experiments.train_meta ...", "--training_seconds=1",
-                       f"--where={where}"))
+                       f"--where={where}", f"--iterations_eval_dir={ev_n}"))
     assert "installed" in proc.stdout
     card = pretrained.card("demo-smoke", where)
+    counts = pretrained.recommended_iterations("demo-smoke", where)
+    assert len(counts) == 4 and set(counts) <= {1, 3, 5}, counts
+    main = {r["task"]: r["psnr_mean"] for r in card["table"] if r["method"] == "Meta-learning"}
+    at_n = {r["task"]: r["psnr_mean"] for r in card["inference_iterations"]["table"]}
+    for task, n in zip(sorted(main), counts):  # task ids follow the ratios, as the names sort
+        if n == 3:  # the trained phases: the main table's row
+            assert at_n[task] == pytest.approx(main[task], abs=1e-4), task
     assert card["tasks"] == TASKS.split(",") and card["image_shape"] == [32, 32]
     rows = {(r["task"], r["method"]): r["psnr_mean"] for r in card["table"]}
     tasks = sorted({t for t, _ in rows})
