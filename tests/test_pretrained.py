@@ -158,19 +158,20 @@ def test_shipped_demo_model_loads_and_its_card_states_tv():
     assert model.num_phases == 3 and model.filters == 16 and model.num_tasks == 4
     # the shipped model runs Algorithm 1 as it was trained: the recipe's --nosafeguard is kept in the model
     assert model.safeguard == ("--nosafeguard" not in DEMO_T1_RADIAL_TRAIN)
-    # the card's claim (docs/benchmarks_quality.md 5.28, against the converged 1000-iteration TV): PSNR above
-    # TV at every seen ratio, by at least the 0.5 dB at 20-40 % (+0.34 dB at 10 %)
+    # the card's claim (docs/benchmarks_quality.md 5.35, against the converged 1000-iteration TV): PSNR above
+    # TV at every seen ratio: +0.29 / +0.49 / +0.52 / +0.55 dB with the 3 trained phases
     for task in {t for t, _ in rows}:
         margin = rows[(task, "Meta-learning")] - rows[(task, "TV")]
-        assert margin >= (0.3 if task == "radial_0.10" else 0.5), (task, margin)
-    # beyond the paper (quality 5.31): the counts chosen on new subjects, and the card's table at those counts is
-    # what reconstruct(num_iterations=N) gives on the test split; at them every ratio is >= TV + 0.5 dB
+        assert margin >= (0.25 if task == "radial_0.10" else 0.45), (task, margin)
+    # beyond the paper (quality 5.31, 5.35): the counts chosen on new subjects by evaluate --iterations=auto, and
+    # the card's table at those counts is what reconstruct(num_iterations=N) gives on the test split; +0.95 dB
+    # over TV at radial 10 % with 30 iterations
     assert pretrained.recommended_iterations("demo-t1-radial") == [30, 3, 3, 3]
     entry = card["inference_iterations"]
-    assert "never chosen on the test split" in entry["selection"] and "--iterations=30,3,3,3" in entry["command"]
+    assert "never chosen on the evaluated split" in entry["selection"] and "--iterations=auto" in entry["command"]
     at_n = {r["task"]: r["psnr_mean"] for r in entry["table"]}
     for task, n in zip(("radial_0.10", "radial_0.20", "radial_0.30", "radial_0.40"), (30, 3, 3, 3)):
-        assert at_n[task] - rows[(task, "TV")] >= 0.5, task
+        assert at_n[task] - rows[(task, "TV")] >= (0.9 if n == 30 else 0.45), task
         if n == model.num_phases:  # the trained phases: the same row as the main table
             assert at_n[task] == pytest.approx(rows[(task, "Meta-learning")], abs=1e-4)
 
