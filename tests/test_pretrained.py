@@ -251,7 +251,7 @@ def test_publish_takes_inference_iterations_from_an_auto_evaluation_and_refuses_
               "other model": "no iteration counts chosen for 'Meta-learning'", "fewer slices": "num_slices=8"}
     from absl import app
 
-    from experiments.publish_pretrained import read_iterations, read_table
+    from experiments.pretrained_cards import read_iterations, read_table
 
     rows, tasks, _, method = read_table(main)
     for case, kw in bad.items():
