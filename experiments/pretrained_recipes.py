@@ -17,9 +17,10 @@ TASKS = "radial:0.1,radial:0.2,radial:0.3,radial:0.4"
 # divided by its zero-filled error to the power 0.75 (5.10-5.11, 5.23, 5.27, 5.28: the power trades radial
 # 10 % against 30-40 %; 0.75 gives the most even margins over TV), and the saved weights averaged over the
 # last 3 checkpoints (steps 1100/1200/1300). Within the paper: K = 3 theta steps per omega step
-# (Algorithm 2 line 7; 5.24). Trained for 1300 steps, so that one run takes at most 90 minutes on the hosts
-# of sessions 18-22 (session 22, 5.35: 1 h 25 min; the 1600-step weights of sessions 18-21, 5.28, took
-# 1 h 49 min; the weights of sessions 11-17 were the same recipe with K = 1 and task_norm).
+# (Algorithm 2 line 7; 5.24). Trained for 1300 steps, so that one run fits the 90 minutes: 1 h 25 min
+# on session 22's host (5.35; at the 4.35 s per step of session 19's slowest host about 1 h 35 min); the
+# 1600-step weights of sessions 18-21 (5.28) took 1 h 49 min; the weights of sessions 11-17 were the same
+# recipe with K = 1 and task_norm.
 DEMO_T1_RADIAL_TRAIN = (
     f"--tasks={TASKS}",
     "--preset=quickstart",
