@@ -215,7 +215,7 @@ def _eval_dir(path, zf=(25.0, 30.0), model=(28.5, 33.0), method="Meta-learning",
 def test_publish_takes_inference_iterations_from_an_auto_evaluation_and_refuses_other_slices(tmp_path):
     """--iterations_eval_dir: the counts an `evaluate --iterations=auto` run chose, how, and its rows become the
     card's inference_iterations entry (read back by recommended_iterations); an evaluation of other slices or
-    masks (other zero-filled rows), another split, a run without chosen counts or without the model's rows is
+    masks (other zero-filled rows), another split, fewer slices or a run without counts chosen for the model is
     a one-line --iterations_eval_dir error, and nothing is written."""
     src = tmp_path / "m.keras"
     from loa_meta.models import LOANet
