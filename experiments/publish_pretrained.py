@@ -49,6 +49,7 @@ flags.DEFINE_string("iterations_eval_dir", None, "Optional: an experiments.evalu
 flags.DEFINE_string("where", None, "Target directory (default: the loa_meta/pretrained package directory).")
 FLAGS = flags.FLAGS
 
+
 def _commit() -> str:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
