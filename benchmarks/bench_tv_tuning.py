@@ -3,7 +3,9 @@
 Times, interleaved in one process, ``tune_lambda`` on the val split of ``--data_dir`` at one radial
 ratio (the grid ``TV_LAMBDA_GRID``, ``TV_ITERS`` iterations) in up to three ways:
 
-* ``grid``: the library as it is (the whole grid as one batch, each copy with its own lambda and step);
+* ``grid``: the library as it is (the whole grid as one batch, each copy with its own lambda and step,
+  the loop compiled by XLA since session 23);
+* ``graph``: the same grid batch with ``jit_compile=False`` (the loop as a TensorFlow graph, as before);
 * ``per_lambda``: one call per lambda and chunk of 16 slices (the previous
   tuning loop, with the current solver);
 * ``old``: ``tune_lambda`` of another version of ``classical.py`` given by ``--old`` (for example
@@ -12,6 +14,7 @@ ratio (the grid ``TV_LAMBDA_GRID``, ``TV_ITERS`` iterations) in up to three ways
 Each round runs every variant once (order rotated per round); the script prints every time, the medians,
 the per-round ratios, the chosen lambdas and the largest difference of the val PSNRs between variants.
 
+    python benchmarks/bench_tv_tuning.py --data_dir=DATA --ratio=0.1 --rounds=3 --variants=grid,graph
     python benchmarks/bench_tv_tuning.py --data_dir=DATA --ratio=0.1 --rounds=3 [--old=/tmp/classical_old.py] \
         [--grid_pixels=524288,4194304]    # the grid batch with other pixel budgets per call
 
@@ -40,7 +43,7 @@ flags.DEFINE_integer("iters", classical.TV_ITERS, "Chambolle-Pock iterations.")
 flags.DEFINE_integer("rounds", 3, "Rounds; each times every variant once.")
 flags.DEFINE_integer("mask_seed", 0, "Mask seed.")
 flags.DEFINE_string("old", None, "Optional path of another classical.py whose tune_lambda is timed as 'old'.")
-flags.DEFINE_list("variants", ["grid", "per_lambda", "old"], "Variants to time (old only with --old).")
+flags.DEFINE_list("variants", ["grid", "graph", "per_lambda", "old"], "Variants to time (old only with --old).")
 flags.DEFINE_list("grid_pixels", [], "Also time the grid batch with these pixel budgets per call (variants "
                   "'grid@N'; the library's is classical.TV_GRID_PIXELS).")
 
@@ -67,6 +70,7 @@ def main(argv):
     mask = make_mask("radial", val.shape[-2:], FLAGS.ratio, seed=FLAGS.mask_seed)
     grid = list(classical.TV_LAMBDA_GRID)
     fns = {"grid": lambda: classical.tune_lambda(val, mask, grid, FLAGS.iters),
+           "graph": lambda: classical.tune_lambda(val, mask, grid, FLAGS.iters, jit_compile=False),
            "per_lambda": lambda: _per_lambda(val, mask, grid, FLAGS.iters)}
     for px in FLAGS.grid_pixels:
         fns[f"grid@{int(px)}"] = (lambda px_: lambda: _with_budget(px_, val, mask, grid))(int(px))
