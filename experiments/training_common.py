@@ -54,6 +54,10 @@ def define_common_flags(data: bool = True) -> None:
     flags.DEFINE_float("epochs", None, "Override: epochs (meta: per stage; conventional: total; adapt: total).")
     flags.DEFINE_integer("max_steps", None, "Override: cap on optimizer steps of the run.")
     flags.DEFINE_integer("max_train", None, "Override: use only the first N training slices (0 = all).")
+    flags.DEFINE_integer("summary_every", None, "Override: TensorBoard scalars of the current batch (PSNR/SSIM per "
+                         "task, eps_t and line-search branches per phase: one extra forward pass) every N steps.")
+    flags.DEFINE_integer("eval_every", None, "Override: score the held-out slices every N outer iterations "
+                         "(TensorBoard eval/*; with stair-wise training also the plateau rule; 0 = never).")
     flags.DEFINE_float("data_fraction", 1.0, "Use this fraction of the (train, val) slices, e.g. 0.6667 for "
                        "the paper's reduced-data runs.")
     define_model_option_flags()
@@ -186,10 +190,14 @@ def preset_from_flags(extra: Optional[Dict[str, object]] = None) -> Preset:
             raise common.usage_error(n, f"must be a positive number, but received: {v}")
     if f.max_train is not None and f.max_train < 0:
         raise common.usage_error("max_train", f"must be >= 0, but received: {f.max_train}")
+    if f.summary_every is not None and f.summary_every < 1:
+        raise common.usage_error("summary_every", f"must be a positive integer, but received: {f.summary_every}")
+    if f.eval_every is not None and f.eval_every < 0:
+        raise common.usage_error("eval_every", f"must be >= 0, but received: {f.eval_every}")
     if not (0.0 < f.data_fraction <= 1.0):
         raise common.usage_error("data_fraction", f"must be in (0, 1], but received: {f.data_fraction}")
     over = dict(num_phases=f.num_phases, stairwise=f.stairwise, alpha0=f.alpha0, eps0=f.eps0, learning_rate=f.learning_rate,
-                max_train=f.max_train, **model_option_overrides())
+                max_train=f.max_train, summary_every=f.summary_every, eval_every=f.eval_every, **model_option_overrides())
     over.update(extra or {})
     preset = preset.override(**over)
     if preset.initial_phases > preset.num_phases:

@@ -71,7 +71,7 @@ def meta_run(prepared, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("meta"))
     proc = _ok(run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={wd}", "--preset=tiny",
                        "--tasks=radial:0.2,radial:0.4", "--mask_seed=3", "--max_steps=3", "--eps0=0.05",
-                       "--theta_steps=2"))
+                       "--theta_steps=2", "--summary_every=3"))
     return wd, proc
 
 
@@ -97,6 +97,7 @@ def test_train_meta_writes_model_config_masks_checkpoint(meta_run):
 
     assert cfg.model["eps0"] == 0.05 != get_preset("tiny").eps0  # --eps0 overrides the preset's start
     assert cfg.theta_steps == 2 != get_preset("tiny").theta_steps  # --theta_steps: K of Algorithm 2
+    assert cfg.summary_every == 3 != get_preset("tiny").summary_every  # --summary_every: bookkeeping only
     # The saved masks are exactly the seeded masks of the specs (reused by evaluation/adaptation).
     for ratio, name in ((0.2, "radial_0.20"), (0.4, "radial_0.40")):
         m = np.load(os.path.join(wd, "masks", name + ".npy"))
@@ -249,6 +250,8 @@ def test_cpu_preset_is_the_quickstart_recipe_plus_the_protocol():
     (["--epochs=0"], "--epochs"),
     (["--data_fraction=1.5"], "--data_fraction"),
     (["--theta_steps=0"], "--theta_steps"),
+    (["--summary_every=0"], "--summary_every"),
+    (["--eval_every=-1"], "--eval_every"),
 ])
 def test_train_meta_bad_flags_exit_nonzero_naming_the_flag(prepared, tmp_path, args, flag):
     proc = run_app("experiments.train_meta", f"--data_dir={prepared}", f"--workdir={tmp_path}/w", *args)
