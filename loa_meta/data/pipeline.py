@@ -149,7 +149,16 @@ def _options() -> tf.data.Options:
     # or in-flight batches: those are recomputed on restore, which is exact because every batch
     # is a pure function of (indices, step).
     opts.experimental_symbolic_checkpoint = True
+    # No autotuning: its background thread waits with a timeout that grows to a minute, and destroying
+    # or restoring an iterator waited for it, idle, 30-50 s in about half the runs (session 23,
+    # docs/benchmarks_training.md "Bookkeeping of the training loop"); fixed parallelism instead.
+    opts.autotune.enabled = False
     return opts
+
+
+# Batches built in parallel and kept ready by the input pipelines (fixed: autotuning is off, above).
+_PARALLEL_CALLS = 2
+_PREFETCH = 2
 
 
 def task_dataset(
@@ -205,8 +214,8 @@ def task_dataset(
         return {"kspace": y, "mask": mb, "target": x, "task_id": tf.fill([b], tf.constant(tid, tf.int32))}
 
     ds = _index_dataset(imgs.shape[0], batch_size, seed, shuffle, repeat, drop_remainder)
-    ds = ds.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.enumerate().map(make, num_parallel_calls=_PARALLEL_CALLS, deterministic=True)
+    return ds.prefetch(_PREFETCH).with_options(_options())
 
 
 def cross_task_dataset(
@@ -287,5 +296,5 @@ def cross_task_dataset(
         return {"kspace": y, "mask": mask_b, "target": x, "task_id": tid_b}
 
     ds = tf.data.Dataset.zip(streams).enumerate()
-    ds = ds.map(lambda step, idxs: make(step, idxs), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.map(lambda step, idxs: make(step, idxs), num_parallel_calls=_PARALLEL_CALLS, deterministic=True)
+    return ds.prefetch(_PREFETCH).with_options(_options())
