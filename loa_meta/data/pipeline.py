@@ -150,8 +150,9 @@ def _options() -> tf.data.Options:
     # is a pure function of (indices, step).
     opts.experimental_symbolic_checkpoint = True
     # No autotuning: its background thread waits with a timeout that grows to a minute, and destroying
-    # or restoring an iterator waited for it, idle, 30-50 s in about half the runs (session 23,
-    # docs/benchmarks_training.md "Bookkeeping of the training loop"); fixed parallelism instead.
+    # or restoring an iterator waited for it, idle, 30-50 s in 6 of 16 measured runs (session 23,
+    # docs/benchmarks_training.md "Bookkeeping of the training loop"); fixed parallelism instead (a
+    # batch's FFTs are cheap next to a training step, so 2 parallel calls keep the step fed).
     opts.autotune.enabled = False
     return opts
 
