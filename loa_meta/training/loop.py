@@ -292,8 +292,9 @@ class TrainingRun:
             objs["delta"], objs["lam"] = self.schedule.delta, self.schedule.lam
             objs["since_decay"] = self.schedule.since_decay
         self.ckpt = tf.train.Checkpoint(**objs)
-        # The same objects without the input iterators, for reading weights back (checkpoint averaging):
-        # restoring a prefetching tf.data iterator sat idle for 30-50 s per checkpoint in some runs.
+        # The same objects without the input iterators, for reading weights back (checkpoint averaging
+        # needs no iterator state; restoring one used to wait out tf.data's autotuning thread, 30-50 s
+        # idle in some runs, which loa_meta/data/pipeline.py now switches off).
         self._ckpt_weights = tf.train.Checkpoint(**{k: v for k, v in objs.items() if not k.startswith("iterator")})
         self.manager = tf.train.CheckpointManager(
             self.ckpt, checkpointing.checkpoint_dir(self.write_dir), max_to_keep=self.config.keep_checkpoints
